@@ -1,0 +1,55 @@
+"""Per-entity windows of recent events: pure functions over plain lists.
+
+A window is a list of compact records (dicts produced by the encoding's
+``record``), oldest first. Each record carries ``o``, the source-partition offset
+of the event it summarizes, so that a replay after a crash can rebuild the exact
+window an event was first scored with instead of counting the event twice.
+
+>>> w = []
+>>> w = push(w, {"o": 1, "ts": 1_000}, max_events=2, max_age_ms=10_000)
+>>> w = push(w, {"o": 2, "ts": 2_000}, max_events=2, max_age_ms=10_000)
+>>> w = push(w, {"o": 3, "ts": 3_000}, max_events=2, max_age_ms=10_000)
+>>> [r["o"] for r in w]
+[2, 3]
+>>> [r["o"] for r in push(w, {"o": 4, "ts": 20_000}, 8, 10_000)]
+[4]
+>>> [r["o"] for r in before(w, 3)]
+[2]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Record = dict[str, Any]
+Window = list[Record]
+
+
+def push(window: Window, record: Record, max_events: int, max_age_ms: int) -> Window:
+    """Append ``record`` and evict by count and by event-time age.
+
+    Age is measured against the newest event's time rather than wall time, so a
+    replay of old data windows exactly as the live stream did.
+    """
+    horizon = record["ts"] - max_age_ms
+    kept = [r for r in window if r["ts"] >= horizon]
+    kept.append(record)
+    if len(kept) > max_events:
+        kept = kept[-max_events:]
+    return kept
+
+
+def before(window: Window, offset: int) -> Window:
+    """The part of ``window`` that precedes source offset ``offset``.
+
+    Used when an event is replayed: its own record (and later ones) may already be
+    in the restored window, and scoring it again must see what it saw the first time.
+    """
+    if not window or window[-1].get("o", -1) < offset:
+        return window
+    return [r for r in window if r.get("o", -1) < offset]
+
+
+def contains(window: Window, offset: int) -> bool:
+    """Whether the event at ``offset`` was already applied to this window."""
+    return any(r.get("o") == offset for r in window)
