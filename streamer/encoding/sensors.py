@@ -1,0 +1,352 @@
+"""Sensor events -> features -> words, for training and for the worker's hot path.
+
+Every reading is judged against the *asset's own* recent behaviour (the window of
+its previous events), because "normal" differs between assets of one type and
+drifts over time; the bundle's fitted statistics (``card["normalization"]``) are
+only the fallback while an asset's window is still short. A sensor name that the
+bundle has never fitted is refused by :func:`check` rather than scored against a
+made-up normal.
+
+The model sees sensor-name-agnostic words (the top few most-deviating sensors by
+rank, not by name), so a bundle fine-tuned on a new asset type with new sensor
+names only needs those names' statistics, not new vocabulary.
+
+Pure Python on purpose: this runs once per event in the worker, where numpy's
+per-call overhead on arrays of a few hundred values costs more than it saves.
+
+>>> card = {"name": "s", "version": "1", "normalization": {"sensors": {"temp_c": {"mean": 20.0, "std": 1.0}}}}
+>>> window = []
+>>> for i in range(40):
+...     window.append(record({"ts": 1_700_000_000_000 + i * 60_000, "readings": {"temp_c": 20.0 + (i % 3) * 0.5}}))
+>>> ev = {"asset_id": "a1", "ts": 1_700_000_000_000 + 40 * 60_000, "readings": {"temp_c": 26.0}}
+>>> check(ev, card) is None
+True
+>>> f = features(ev, window, card)
+>>> f["top1_name"], round(f["top1_z"], 1), f["n_dev"]
+('temp_c', 7.4, 1.0)
+>>> reasons(f)
+["temp_c 7.4σ above the asset's normal"]
+>>> text(ev, window, f)
+'h3z0 h3m0 h2z+1 h2m1 h1z-1 h1m1 w2 s0 g2 k1 az+9 ad+9 al+2 ar0 as0 aq0 an2 bz0 bd0 bs0 cz0 cd0 cs0'
+>>> check({"asset_id": "a1", "ts": 0, "readings": {"rpm": 3.0}}, card)
+"unknown sensor 'rpm' for bundle s@1: it has no fitted normalization; fit it with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import repeat
+from operator import itemgetter, sub
+from typing import Any, Mapping, Sequence
+
+KIND = "sensor"
+ENCODING_VERSION = "sensor-v1"
+
+# The window the worker keeps per asset (the card repeats it as card["window"]).
+# 192 readings is 16 hours at NAB's 5-minute cadence: long enough for a robust
+# normal, short enough to follow slow, legitimate change and to stay cheap.
+WINDOW: dict[str, int] = {"max_events": 192, "max_age_ms": 14 * 24 * 3600 * 1000}
+
+MIN_HISTORY = 16  # readings of a sensor before the window replaces the card's statistics
+RECENT = 5  # readings (current included) averaged for the level-shift feature
+NOISE_RECENT = 8  # successive differences (current included) for the noise-burst feature
+HISTORY = 3  # previous readings summarised in the text, newest last
+TOP = 3  # most-deviating sensors described individually
+DEV = 3.0  # a sensor "deviates" at this severity (σ-like units)
+STUCK_N = 5  # reasons() calls a run of this many unchanged readings "stuck"
+CLIP = 50.0
+_IQR_TO_SD = 1 / 1.349  # σ of a Gaussian from its interquartile range
+_ABSDEV_TO_SD = 1.2533  # σ of a Gaussian from its mean absolute deviation
+
+Event = Mapping[str, Any]
+Record = dict[str, Any]
+Features = dict[str, Any]
+
+_PER_SENSOR = ("z", "delta", "shift", "drift", "stuck", "repeat", "noise")
+FEATURE_NAMES: list[str] = (
+    ["n_hist", "n_sensors", "gap_ratio", "n_dev", "max_sev"]
+    + [f"top{i}_{k}" for i in range(1, TOP + 1) for k in _PER_SENSOR]
+    + [f"hist{k}_z" for k in range(1, HISTORY + 1)]
+    + [f"hist{k}_max" for k in range(1, HISTORY + 1)]
+)
+
+
+class SensorDataError(ValueError):
+    """Readings that cannot be encoded (NaN/Inf, wrong type); the message names the field."""
+
+
+def record(event: Event) -> Record:
+    """What the window keeps of an event: its time and its readings."""
+    return {"ts": event["ts"], "r": event["readings"]}
+
+
+def _known(card: Mapping[str, Any] | None, asset: str | None) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    norm = (card or {}).get("normalization") or {}
+    fleet = norm.get("sensors") or {}
+    per_asset = (norm.get("assets") or {}).get(asset) or {} if asset is not None else {}
+    return fleet, per_asset
+
+
+def check(event: Event, card: Mapping[str, Any]) -> str | None:
+    """Refuse events with sensors this bundle has no fitted normal for.
+
+    Scoring such a reading would compare it with nothing (or with another
+    sensor's scale) and produce a confident but meaningless score.
+    """
+    fleet, per_asset = _known(card, event.get("asset_id"))
+    unknown = [n for n in event["readings"] if n not in fleet and n not in per_asset]
+    if not unknown:
+        return None
+    more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+    ident = f"{card.get('name', '?')}@{card.get('version', '?')}"
+    return (
+        f"unknown sensor {unknown[0][:64]!r}{more} for bundle {ident}: it has no fitted normalization; "
+        "fit it with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
+    )
+
+
+def _median_sorted(s: Sequence[float]) -> float:
+    n = len(s)
+    mid = n // 2
+    return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+def _clip(x: float) -> float:
+    return CLIP if x > CLIP else -CLIP if x < -CLIP else x
+
+
+def _baseline(vals: list[float], stat: Mapping[str, Any] | None) -> tuple[float, float, float, float]:
+    """(center, scale, diff_scale, repeat_fraction) of a sensor's normal.
+
+    Median and interquartile range resist the very outliers we look for; the
+    scale is floored by the mean absolute deviation because sparse signals
+    (mostly zero, bursts now and then) have an IQR of zero while still varying,
+    and by a tiny relative epsilon so a perfectly flat sensor that finally moves
+    scores high, not inf. Everything is a C-level builtin (sorted, map, sum):
+    this runs for every sensor of every event.
+    """
+    n = len(vals)
+    if n >= MIN_HISTORY:
+        s = sorted(vals)
+        center = _median_sorted(s)
+        iqr = (s[(3 * n) // 4] - s[n // 4]) * _IQR_TO_SD
+        mad = sum(map(abs, map(sub, vals, repeat(center, n)))) / n * _ABSDEV_TO_SD
+        scale = max(iqr, mad)
+    else:
+        if stat is not None:
+            center = float(stat["mean"]) if n < 3 else _median_sorted(sorted(vals))
+            scale = float(stat["std"])
+        elif n:
+            center = sum(vals) / n
+            scale = math.sqrt(sum((x - center) ** 2 for x in vals) / n)
+        else:
+            return 0.0, 1.0, 1.0, 0.0
+    scale = max(scale, 1e-6 * (abs(center) + 1.0))
+    if n >= 2:
+        absd = list(map(abs, map(sub, vals[1:], vals[:-1])))
+        rep = absd.count(0.0) / (n - 1)
+        dscale = max(sum(absd) / (n - 1) * _ABSDEV_TO_SD, 0.05 * scale)
+    else:
+        dscale, rep = scale, 0.0
+    return center, scale, dscale, rep
+
+
+def _sensor(name: str, v: float, vals: list[float], stat: Mapping[str, Any] | None) -> dict[str, float]:
+    center, scale, dscale, rep = _baseline(vals, stat)
+    n = len(vals)
+    z = _clip((v - center) / scale)
+    prev = vals[-1] if n else v
+    delta = _clip((v - prev) / dscale)
+    recent = vals[-(RECENT - 1) :] if n else []
+    shift = _clip(((sum(recent) + v) / (len(recent) + 1) - center) / scale)
+    if n >= MIN_HISTORY:
+        q = n // 4
+        drift = _clip((sum(vals[-q:]) / q - sum(vals[:q]) / q) / scale)
+    else:
+        drift = 0.0
+    stuck = 1
+    for x in reversed(vals):
+        if x != v:
+            break
+        stuck += 1
+    tail = vals[-NOISE_RECENT:] + [v]
+    if len(tail) >= 3:
+        rd = [tail[i] - tail[i - 1] for i in range(1, len(tail))]
+        noise = min(math.sqrt(sum(d * d for d in rd) / len(rd)) / dscale, CLIP)
+    else:
+        noise = 1.0
+    stuck_sev = (stuck - 1) / 2.0 if rep < 0.3 else 0.0
+    sev = max(abs(z), abs(shift), 0.5 * abs(delta), stuck_sev, noise if noise > 2.0 else 0.0)
+    return {
+        "z": z, "delta": delta, "shift": shift, "drift": drift, "stuck": float(stuck), "repeat": rep,
+        "noise": noise, "sev": sev, "center": center, "scale": scale, "value": v,
+    }
+
+
+def _history(rs: list[Mapping[str, float]], name: str) -> list[float]:
+    """One sensor's values in the window, oldest first (C-level fast path when every record has it)."""
+    try:
+        return list(map(itemgetter(name), rs))
+    except KeyError:
+        return [r[name] for r in rs if name in r]
+
+
+def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | None) -> Features:
+    """Features of the newest event against its asset's window (oldest first, newest excluded).
+
+    Raises :class:`SensorDataError` naming the field for a non-finite or
+    non-numeric reading (the validator rejects those first in the worker; this
+    guards the training path, where the data comes from files).
+    """
+    readings = event["readings"]
+    if not readings:
+        raise SensorDataError("readings: empty; a sensor event needs 1-256 readings")
+    rs = [rec["r"] for rec in window]
+    fleet, per_asset = _known(card, event.get("asset_id"))
+    per: list[tuple[str, dict[str, float]]] = []
+    for name, v in readings.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise SensorDataError(f"readings.{name[:64]}: expected a number, got {type(v).__name__}")
+        if not -math.inf < v < math.inf:
+            raise SensorDataError(f"readings.{name[:64]}: must be a finite number, got {v!r}")
+        per.append((name, _sensor(name, float(v), _history(rs, name), per_asset.get(name) or fleet.get(name))))
+    per.sort(key=lambda p: -p[1]["sev"])
+
+    n_hist = len(window)
+    if n_hist:
+        gaps = sorted(window[i]["ts"] - window[i - 1]["ts"] for i in range(max(1, n_hist - 32), n_hist))
+        usual = _median_sorted(gaps) if gaps else 0
+        gap = event["ts"] - window[-1]["ts"]
+        gap_ratio = gap / usual if usual > 0 else (1.0 if gap <= 0 else 8.0)
+    else:
+        gap_ratio = 1.0
+    f: Features = {
+        "n_hist": float(n_hist),
+        "n_sensors": float(len(per)),
+        "gap_ratio": gap_ratio,
+        "n_dev": float(sum(1 for _, s in per if s["sev"] >= DEV)),
+        "max_sev": per[0][1]["sev"],
+    }
+    for i in range(TOP):
+        key = f"top{i + 1}_"
+        if i < len(per):
+            name, s = per[i]
+            f[key + "name"] = name
+            f[key + "value"] = s["value"]
+            for k in _PER_SENSOR:
+                f[key + k] = s[k]
+        else:
+            f[key + "name"] = None
+            f[key + "value"] = 0.0
+            for k in _PER_SENSOR:
+                f[key + k] = 0.0
+    # The last few readings, judged against today's normal: lets the model tell
+    # the first step of an excursion (alert now) from its tenth (already alerted).
+    top_name, top = per[0]
+    stats = {name: (s["center"], s["scale"]) for name, s in per}
+    for k in range(1, HISTORY + 1):
+        if k <= n_hist:
+            r = window[-k]["r"]
+            x = r.get(top_name)
+            f[f"hist{k}_z"] = _clip((x - top["center"]) / top["scale"]) if x is not None else 0.0
+            m = 0.0
+            for name, x in r.items():
+                cs = stats.get(name)
+                if cs is not None:
+                    a = abs(x - cs[0]) / cs[1]
+                    if a > m:
+                        m = a
+            f[f"hist{k}_max"] = min(m, CLIP)
+        else:
+            f[f"hist{k}_z"] = 0.0
+            f[f"hist{k}_max"] = 0.0
+    return f
+
+
+# --- words ---------------------------------------------------------------
+
+_Z_EDGES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 25.0)
+_POS_EDGES = (1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0)
+_STUCK_EDGES = (2, 3, 4, 6, 8, 12, 20, 32, 64)
+_REPEAT_EDGES = (0.02, 0.1, 0.3, 0.6)
+_GAP_EDGES = (0.25, 0.6, 1.5, 3.0, 8.0, 30.0)
+_COUNT_EDGES = (1, 2, 3, 4, 6, 10)
+_NSENS_EDGES = (2, 3, 5, 9, 17, 65)
+_HIST_EDGES = (4, MIN_HISTORY, 64)
+
+
+def _idx(x: float, edges: Sequence[float]) -> int:
+    i = 0
+    for e in edges:
+        if x < e:
+            break
+        i += 1
+    return i
+
+
+def _signed(prefix: str, x: float) -> str:
+    b = _idx(abs(x), _Z_EDGES)
+    return f"{prefix}0" if b == 0 else f"{prefix}{'+' if x > 0 else '-'}{b}"
+
+
+def text(event: Event, window: Sequence[Record], feats: Features) -> str:
+    """24 words: recent readings (oldest first), then the current event; one word per bucketed feature.
+
+    Words name ranks (``a`` = most-deviating sensor) and never sensor names, so
+    the vocabulary is the same for every asset type.
+    """
+    w: list[str] = []
+    for k in range(HISTORY, 0, -1):
+        w.append(_signed(f"h{k}z", feats[f"hist{k}_z"]))
+        w.append(f"h{k}m{_idx(feats[f'hist{k}_max'], _Z_EDGES)}")
+    w.append(f"w{_idx(feats['n_hist'], _HIST_EDGES)}")
+    w.append(f"s{_idx(feats['n_sensors'], _NSENS_EDGES)}")
+    w.append(f"g{_idx(feats['gap_ratio'], _GAP_EDGES)}")
+    w.append(f"k{_idx(feats['n_dev'], _COUNT_EDGES)}")
+    for rank, full in (("a", True), ("b", False), ("c", False)):
+        p = f"top{'abc'.index(rank) + 1}_"
+        w.append(_signed(f"{rank}z", feats[p + "z"]))
+        w.append(_signed(f"{rank}d", feats[p + "delta"]))
+        if full:
+            w.append(_signed(f"{rank}l", feats[p + "shift"]))
+            w.append(_signed(f"{rank}r", feats[p + "drift"]))
+        w.append(f"{rank}s{_idx(feats[p + 'stuck'], _STUCK_EDGES)}")
+        if full:
+            w.append(f"{rank}q{_idx(feats[p + 'repeat'], _REPEAT_EDGES)}")
+            w.append(f"{rank}n{_idx(feats[p + 'noise'], _POS_EDGES) if feats[p + 'noise'] >= 1.0 else '-'}")
+    return " ".join(w)
+
+
+def vector(feats: Features) -> list[float]:
+    """The features as numbers (``FEATURE_NAMES`` order) for the tree and streaming baselines."""
+    return [float(feats[k]) for k in FEATURE_NAMES]
+
+
+def reasons(feats: Features, limit: int = 4) -> list[str]:
+    """Short human-readable reasons, strongest first."""
+    out: list[str] = []
+    for i in range(1, TOP + 1):
+        p = f"top{i}_"
+        name = feats.get(p + "name")
+        if name is None:
+            break
+        z, stuck = feats[p + "z"], int(feats[p + "stuck"])
+        if abs(z) >= DEV:
+            out.append(f"{name} {abs(z):.1f}σ {'above' if z > 0 else 'below'} the asset's normal")
+        if stuck >= STUCK_N and feats[p + "repeat"] < 0.3:
+            out.append(f"{name} stuck at {feats[p + 'value']:.4g} for {stuck} readings")
+        if feats[p + "noise"] >= DEV:
+            out.append(f"{name} noise {feats[p + 'noise']:.1f}× its usual level")
+        if abs(feats[p + "shift"]) >= DEV and abs(z) < DEV:
+            out.append(f"{name} level shifted {feats[p + 'shift']:+.1f}σ over the last {RECENT} readings")
+        if abs(feats[p + "drift"]) >= DEV:
+            out.append(f"{name} drifted {feats[p + 'drift']:+.1f}σ across the window")
+        if abs(feats[p + "delta"]) >= 2 * DEV and abs(z) < DEV:
+            out.append(f"{name} jumped {feats[p + 'delta']:+.1f}σ from the previous reading")
+    if feats["n_dev"] >= 2:
+        out.insert(min(1, len(out)), f"{int(feats['n_dev'])} sensors deviating together")
+    if feats["gap_ratio"] >= 8:
+        out.append(f"{feats['gap_ratio']:.0f}× the usual time since the previous reading")
+    if not out and feats.get("top1_name") is not None:
+        out.append(f"largest deviation: {feats['top1_name']} {feats['top1_z']:+.1f}σ")
+    return out[:limit]
