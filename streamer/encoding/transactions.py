@@ -436,3 +436,26 @@ def reasons(feats: Mapping[str, Any]) -> list[str]:
         out.append((2, "unusual hour for this account"))
     out.sort(key=lambda x: -x[0])
     return [s for _, s in out[:5]] or ["model score (no single feature stands out)"]
+
+
+def _vocabulary() -> list[str]:
+    """Every word ``text`` can emit, so a tokenizer never maps a rare bucket to [UNK]."""
+    words = [f"e{b}{c}" for b in range(AMOUNT_MAX_BUCKET + 1) for c in "peatx"]
+    words += ["tna"] + [f"t{i}" for i in range(len(GAP_EDGES_S) + 1)]
+    words += [f"amt{b}" for b in range(AMOUNT_MAX_BUCKET + 1)]
+    words += ["relna"] + [f"rel{i}" for i in range(len(REL_EDGES) + 1)]
+    words += ["gapna"] + [f"gap{i}" for i in range(len(GAP_EDGES_S) + 1)]
+    for p in ("v1m", "v10m", "v1h", "sm"):
+        words += [f"{p}{i}" for i in range(len(COUNT_EDGES) + 1)]
+    words += ["sumna"] + [f"sum{i}" for i in range(len(SUM_EDGES) + 1)]
+    words += [p + s for p in "mk" for s in ("na", "new", "seen")]
+    words += [p + s for p in "cd" for s in ("na", "new", "1h", "1d", "old")]
+    words += list(CHANNELS) + ["chna"]
+    words += ["g_" + g for g in MCC_GROUPS + ("na",)]
+    words += [f"hr{i}" for i in range(8)] + ["hrna", "hrodd", "hrok"]
+    words += ["spdna"] + [f"spd{i}" for i in range(len(SPEED_EDGES) + 2)]
+    words += [f"n{i}" for i in range(5)]
+    return words
+
+
+VOCABULARY: list[str] = _vocabulary()
