@@ -233,6 +233,8 @@ def reason_code(error: str) -> str:
         ("must be a json object", "not_object"),
         ("null", "empty"),
         ("missing required field", "missing_field"),
+        ("iso 8601", "bad_timestamp"),
+        ("epoch milliseconds", "bad_timestamp"),
         ("finite", "non_finite"),
         ("expected a", "wrong_type"),
         ("unknown sensor", "unknown_sensor"),

@@ -1,0 +1,330 @@
+"""End-to-end bundle builds: data -> tokenizer -> curriculum training -> ONNX -> evaluation -> bundle.
+
+Kind-agnostic: the kind picks the encoding module, the synthetic generator and
+the recipe (``models.recipes``). Each step lives in its own module; this one only
+sequences them and assembles the card, so ``train``, ``fine-tune``, ``evaluate``
+and ``export`` share one implementation of each step.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from models import dataset as ds
+from models import recipes
+from streamer.encoding import for_kind
+from streamer.tokens import TokenEncoder
+
+Log = Callable[[str], None]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Split:
+    """Encoded rows of one data split, plus what produced them."""
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    vectors: list[list[float]] = field(default_factory=list)
+    typologies: list[str | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.asarray(self.vectors, dtype=np.float64)
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.asarray(self.labels, dtype=np.int64)
+
+    def describe(self) -> dict[str, Any]:
+        return {"data": self.sources, "rows": len(self.labels), "positives": int(sum(self.labels))}
+
+
+def prepare(specs: Sequence[Mapping[str, Any]], encoding: Any, card: Mapping[str, Any] | None = None,
+            require_label: bool = True) -> Split:
+    """Encode each spec as its own stream (own windows) and concatenate."""
+    out = Split()
+    for spec in specs:
+        evs = recipes.events(spec, encoding.KIND)
+        typ: list[str | None] = []
+
+        def tap(stream):
+            for e in stream:
+                typ.append(e.get("fraud_type"))
+                yield e
+
+        src = recipes.describe(spec)
+        for r in ds.rows(tap(evs), encoding, card, require_label=require_label, source=src):
+            out.texts.append(r.text)
+            out.labels.append(int(r.label or 0))
+            out.vectors.append(r.vector)
+        out.typologies.extend(typ)
+        out.sources.append(src)
+    return out
+
+
+def evaluate_model_on(graph: Any, tokens: TokenEncoder, split: Split, thresholds: Mapping[str, Any],
+                      threads: int = 1) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of an ONNX graph on a split at the card's alert threshold (worker path)."""
+    from models.evaluate import metrics, score_onnx
+
+    scores = score_onnx(graph, tokens, split.texts, threads=threads)
+    return metrics(split.labels, scores, thresholds["alert"]), scores
+
+
+def per_typology(split: Split, scores: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Recall at the alert threshold per fraud typology (when the split carries them)."""
+    out: dict[str, Any] = {}
+    typ = np.asarray([t or "" for t in split.typologies])
+    if len(typ) != len(scores):
+        return out
+    for name in sorted(set(typ.tolist()) - {""}):
+        sel = typ == name
+        out[name] = {"events": int(sel.sum()), "recall": float((scores[sel] >= threshold).mean())}
+    return out
+
+
+def _round(obj: Any, nd: int = 6) -> Any:
+    if isinstance(obj, float):
+        return round(obj, nd)
+    if isinstance(obj, dict):
+        return {k: _round(v, nd) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_round(v, nd) for v in obj]
+    return obj
+
+
+def export_and_check(model: Any, out: Path, tokens: TokenEncoder, parity_texts: Sequence[str],
+                     variants: Sequence[str] = ("fp16", "int8"), log: Log = _log) -> tuple[dict[str, Path], dict[str, Any]]:
+    """fp32 export with a hard parity check, then precision variants with measured parity."""
+    from models import export as ex
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    fp32 = ex.export_onnx(model, out / "model.onnx", tokens.pad_id, tokens.end_id)
+    batches = ex.parity_batches(tokens, parity_texts)
+    parity = ex.check_parity(model, fp32, batches)
+    log(f"exported {fp32.name} in {time.perf_counter() - t0:.1f}s; max abs logit diff vs torch "
+        f"{parity['max_abs_logit_diff']:.2e} over batches {parity['batches']}")
+    graphs = {"fp32": fp32}
+    checks: dict[str, Any] = {"fp32": {"vs_torch": parity}}
+    if "fp16" in variants:
+        graphs["fp16"] = ex.to_fp16(fp32, out / "model.fp16.onnx")
+    if "int8" in variants:
+        graphs["int8"] = ex.to_int8(fp32, out / "model.int8.onnx")
+    for name in variants:
+        checks[name] = {"vs_fp32": ex.compare_sessions(fp32, graphs[name], batches)}
+        log(f"{name}: max abs logit diff vs fp32 {checks[name]['vs_fp32']['max_abs_logit_diff']:.2e}")
+    return graphs, checks
+
+
+def speed(graphs: Mapping[str, Path], tokens: TokenEncoder, texts: Sequence[str]) -> dict[str, Any]:
+    """Events/s of each graph alone, batch 1 and 64, one intra-op thread (noisy shared machine)."""
+    from models.export import throughput
+
+    long_texts = sorted(texts, key=lambda t: -len(t))[:256]
+    return {name: {"b1_events_per_s": round(throughput(g, tokens, long_texts, batch=1, seconds=1.5)),
+                   "b64_events_per_s": round(throughput(g, tokens, long_texts, batch=64, seconds=1.5))}
+            for name, g in graphs.items()}
+
+
+def build(
+    kind: str,
+    out: str | Path,
+    *,
+    preset: str | None = None,
+    steps_scale: float = 1.0,
+    data_scale: float = 1.0,
+    resume: str | Path | None = None,
+    base: str | Path | None = None,
+    lora: Mapping[str, Any] | None = None,
+    baselines: bool = True,
+    seed: int | None = None,
+    threads: int = 1,
+    progress: bool = True,
+    name: str | None = None,
+    version: str = "1.0.0",
+    command: str | None = None,
+    log: Log = _log,
+) -> dict[str, Any]:
+    """Train a bundle for ``kind`` from its recipe and write it to ``out``; returns the card."""
+    import torch
+
+    from models import classifier as clf
+    from models import evaluate as ev
+    from models import tokenizer as tk
+    from models.bundle import git_commit, write_bundle
+    from models.train import Stage, TrainConfig, train
+
+    t_start = time.perf_counter()
+    recipe = recipes.get(kind)
+    encoding = for_kind(kind)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = recipe["seed"] if seed is None else seed
+    preset = preset or recipe["preset"]
+    window = dict(encoding.WINDOW)
+    card_ctx = {"window": window}
+
+    def scaled(specs):
+        if data_scale == 1.0:
+            return specs
+        specs = [dict(s) for s in specs]
+        for s in specs:
+            if "synth" in s:
+                s["synth"] = {**s["synth"], "n_events": max(500, int(s["synth"]["n_events"] * data_scale))}
+        return specs
+
+    t0 = time.perf_counter()
+    stage_splits = [prepare(scaled(st["data"]), encoding, card_ctx) for st in recipe["stages"]]
+    val = prepare(scaled(recipe["validation"]), encoding, card_ctx)
+    test = prepare(scaled(recipe["test"]), encoding, card_ctx)
+    stress = prepare(scaled(recipe["stress"]), encoding, card_ctx) if recipe.get("stress") else None
+    small = prepare(recipe["test_small"], encoding, card_ctx) if recipe.get("test_small") else None
+    t_data = time.perf_counter() - t0
+    log(f"data: {sum(len(s.labels) for s in stage_splits)} training rows, {len(val.labels)} validation, "
+        f"{len(test.labels)} test in {t_data:.0f}s")
+
+    tok = tk.train((t for s in stage_splits for t in s.texts), getattr(encoding, "VOCABULARY", ()))
+    tok_path = tk.save(tok, out / "tokenizer.json")
+    tokens = TokenEncoder(tok_path, recipe["max_seq_len"], recipe["buckets"])
+
+    if base is not None:
+        model = clf.load_base(base, tokens.pad_id, tok.get_vocab_size())
+        lora_cfg = dict(lora or {})
+        model = clf.add_lora(model, **lora_cfg)
+        init = {"base": str(base), "lora": lora_cfg}
+    else:
+        torch.manual_seed(seed)
+        model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)
+        init = {"preset": preset, "init": "random"}
+
+    stages = []
+    for st, split in zip(recipe["stages"], stage_splits):
+        stages.append(Stage(name=st["name"], ids=ds.token_ids(split.texts, tokens), labels=split.labels,
+                            steps=max(1, int(st["steps"] * steps_scale)), lr=st["lr"], pos_fraction=st["pos_fraction"],
+                            warmup=min(st.get("warmup", 100), max(1, int(st["steps"] * steps_scale) // 5)),
+                            summary={"data": split.sources}))
+    cfg = TrainConfig(batch_size=recipe["batch_size"], seed=seed, threads=threads, progress=progress)
+    ckpt_dir = out / ".train"
+    summary = train(model, stages, tokens.pad, cfg, checkpoint_dir=ckpt_dir, resume=resume, log=log)
+    log(f"training: {summary['wall_s']:.0f}s")
+    model = clf.merge_lora(model)
+
+    graphs, checks = export_and_check(model, out, tokens, test.texts, log=log)
+
+    val_scores = ev.score_onnx(graphs["fp32"], tokens, val.texts)
+    thresholds = ev.choose_thresholds(val.labels, val_scores, recipe.get("alert_fpr", 1e-3))
+    metrics: dict[str, Any] = {"validation": {"model": ev.metrics(val.labels, val_scores, thresholds["alert"]),
+                                              "data": val.sources}}
+    named = [("test", test)] + ([("stress", stress)] if stress else [])
+    scores_by: dict[str, np.ndarray] = {}
+    for split_name, split in named:
+        m, s = evaluate_model_on(graphs["fp32"], tokens, split, thresholds)
+        scores_by[split_name] = s
+        metrics[split_name] = {"data": split.sources, "model": m,
+                               "model_per_typology": per_typology(split, s, thresholds["alert"])}
+        log(f"{split_name}: model AUPRC {m['auprc']:.4f} recall@0.1%FPR {m['recall_at_fpr_0.1%']:.4f}")
+    if small is not None:
+        m, _ = evaluate_model_on(graphs["fp32"], tokens, small, thresholds)
+        metrics["test_small"] = {"data": small.sources, "model": m,
+                                 "note": "re-evaluated by tests/test_models_transactions.py to check reproduction"}
+
+    for name in graphs:
+        if name == "fp32":
+            continue
+        m, _ = evaluate_model_on(graphs[name], tokens, test, thresholds)
+        ref = metrics["test"]["model"]
+        checks[name]["test_metrics"] = m
+        checks[name]["test_metric_deltas_vs_fp32"] = {k: m[k] - ref[k] for k in ("auprc", "roc_auc", "f1", "recall",
+                                                                                 "alert_precision", "recall_at_fpr_0.1%")}
+    perf = speed(graphs, tokens, test.texts)
+    for name in graphs:
+        checks[name]["speed"] = perf[name]
+
+    if baselines:
+        t0 = time.perf_counter()
+        x_tr = np.concatenate([s.x for s in stage_splits])
+        y_tr = np.concatenate([s.y for s in stage_splits])
+        gbt, gbt_info = ev.gbt_baseline(x_tr, y_tr, val.x, val.y, seed=seed)
+        g_val = ev.gbt_scores(gbt, val.x)
+        g_thr = ev.choose_thresholds(val.labels, g_val, recipe.get("alert_fpr", 1e-3))["alert"]
+        hst = ev.HSTBaseline(encoding.FEATURE_NAMES, stage_splits[-1].x[:50_000], seed=seed)
+        h_val = hst.score_stream(val.x)
+        h_thr = ev.choose_thresholds(val.labels, h_val, recipe.get("alert_fpr", 1e-3))["alert"]
+        for split_name, split in named:
+            g = ev.gbt_scores(gbt, split.x)
+            h = hst.score_stream(split.x)
+            metrics[split_name]["gbt"] = ev.metrics(split.labels, g, g_thr)
+            metrics[split_name]["gbt_per_typology"] = per_typology(split, g, g_thr)
+            metrics[split_name]["hst"] = ev.metrics(split.labels, h, h_thr)
+            log(f"{split_name}: GBT AUPRC {metrics[split_name]['gbt']['auprc']:.4f} "
+                f"HST AUPRC {metrics[split_name]['hst']['auprc']:.4f}")
+        metrics["baselines"] = {"features": list(encoding.FEATURE_NAMES), "gbt": gbt_info, "hst": hst.params,
+                                "trained_on": "all curriculum rows (GBT); HST warm-up on target-stage rows, unlabelled",
+                                "thresholds": "each at its own validation FPR 0.1% threshold", "wall_s": round(time.perf_counter() - t0, 1)}
+
+    card = {
+        "name": name or f"{kind}s-deepseek",
+        "version": version,
+        "kind": kind,
+        "encoding_version": encoding.ENCODING_VERSION,
+        "max_seq_len": recipe["max_seq_len"],
+        "buckets": list(tokens.buckets),
+        "window": window,
+        "inputs": ["input_ids", "attention_mask"],
+        "input_dtype": "int64",
+        "output": {"name": "logits", "shape": ["batch", 2], "dtype": "float32", "score": "softmax(logits)[:, 1]"},
+        "tokenizer": {"type": "WordLevel", "vocab_size": tok.get_vocab_size(), "pad_id": tokens.pad_id,
+                      "end_id": tokens.end_id, "padding": "right", "truncation": "left"},
+        "thresholds": thresholds,
+        "normalization": None,
+        "architecture": {**clf.architecture(model), **init},
+        "training": {
+            "curriculum": summary["stages"], "seed": seed, "threads": threads, "batch_size": cfg.batch_size,
+            "train_wall_s": summary["wall_s"], "data_prep_s": round(t_data, 1),
+            "build_wall_s": None, "command": command, "commit": git_commit(Path(__file__).resolve().parent.parent),
+            "deterministic": "torch.use_deterministic_algorithms(True); batches are a function of (seed, stage, step)",
+            "eval_specs": {"validation": recipe["validation"], "test": recipe["test"], "stress": recipe.get("stress"),
+                           "test_small": recipe.get("test_small")},
+        },
+        "metrics": metrics,
+        "variant_checks": checks,
+    }
+    card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
+    card = {k: (v if k == "thresholds" else _round(v)) for k, v in card.items()}  # thresholds stay exact
+    write_bundle(out, graphs, tok_path, card, model=model)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    log(f"bundle written to {out} in {card['training']['build_wall_s']:.0f}s")
+    return card
+
+
+def evaluate_bundle(bundle_dir: str | Path, specs: Sequence[Mapping[str, Any]] | None = None, split: str = "test_small",
+                    precision: str = "fp32", threads: int = 1) -> dict[str, Any]:
+    """Re-evaluate a bundle the way the worker scores: its card window, tokenizer and ONNX graph.
+
+    ``specs`` defaults to the eval spec recorded in the card under ``split``.
+    """
+    from streamer.bundle import load_bundle
+
+    b = load_bundle(bundle_dir, precision=precision)
+    if specs is None:
+        specs = (b.card.get("training", {}).get("eval_specs") or {}).get(split)
+        if not specs:
+            raise ValueError(f"{bundle_dir}: card has no eval spec {split!r}; pass --data")
+    data = prepare(specs, b.encoding, b.card)
+    m, s = evaluate_model_on(b.model_path, b.tokens, data, b.card["thresholds"], threads=threads)
+    return {"bundle": str(bundle_dir), "precision": precision, "data": data.sources, "model": _round(m),
+            "model_per_typology": _round(per_typology(data, s, b.card["thresholds"]["alert"]))}
