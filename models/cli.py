@@ -1,0 +1,213 @@
+"""``streamer model train|fine-tune|evaluate|export``: the offline side's command line.
+
+The lead wires it with ``models.cli.register(model_subparsers)`` and dispatches
+``args.func(args)``; until then ``python -m models.cli ...`` runs the same parser.
+Heavy imports (torch, transformers) happen inside the handlers so ``--help``
+stays instant and the worker never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamer.bundle import DEFAULT_BUNDLES
+
+KINDS = ("transaction", "sensor")
+
+
+def _command_line() -> str:
+    return "streamer model " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+
+
+def _lora(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not getattr(args, "lora", False) and getattr(args, "base", None) is None:
+        return None
+    targets = [t for t in (args.lora_targets or "").split(",") if t] or None
+    return {"rank": args.lora_rank, "alpha": args.lora_alpha, "dropout": args.lora_dropout, "targets": targets}
+
+
+def _add_lora_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank")
+    p.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha")
+    p.add_argument("--lora-dropout", type=float, default=0.0, help="LoRA dropout")
+    p.add_argument("--lora-targets", default="",
+                   help="comma-separated module names for LoRA (default: the MLA projections present: "
+                        "q_proj or q_a_proj/q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj); the 'score' head is "
+                        "always trained fully")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.pipeline import build
+
+    out = args.out or str(DEFAULT_BUNDLES[args.kind])
+    card = build(args.kind, out, preset=args.preset, steps_scale=args.steps_scale, data_scale=args.data_scale,
+                 resume=args.resume, base=args.base, lora=_lora(args), baselines=not args.no_baselines,
+                 seed=args.seed, threads=args.threads, progress=not args.quiet, name=args.name, version=args.version,
+                 command=_command_line())
+    test = card["metrics"].get("test", {})
+    print(json.dumps({k: test.get(k) for k in ("model", "gbt", "hst")}, indent=2))
+    return 0
+
+
+def cmd_fine_tune(args: argparse.Namespace) -> int:
+    from models.finetune import fine_tune
+
+    lora = _lora(args) if args.lora else None
+    card = fine_tune(args.bundle, args.train, args.out, steps=args.steps, lr=args.lr, val_fraction=args.val_fraction,
+                     lora=lora, seed=args.seed, threads=args.threads, progress=not args.quiet,
+                     command=_command_line())
+    print(json.dumps(card["metrics"], indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.bundle import read_card
+    from models.pipeline import evaluate_bundle
+
+    specs = [{"jsonl": p} for p in args.data] if args.data else None
+    report = evaluate_bundle(args.bundle, specs, split=args.split, precision=args.precision, threads=args.threads)
+    card = read_card(args.bundle)
+    recorded = (card.get("metrics") or {}).get(args.split) if not args.data else None
+    if recorded:
+        report["recorded_in_card"] = {k: recorded.get(k) for k in ("model", "gbt", "hst") if k in recorded}
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    if args.check:
+        if not recorded or args.precision != "fp32":
+            print(f"--check needs an fp32 evaluation of a split recorded in the card ({args.split!r})", file=sys.stderr)
+            return 2
+        diffs = {k: (recorded["model"].get(k), v) for k, v in report["model"].items()
+                 if isinstance(v, (int, float)) and recorded["model"].get(k) is not None
+                 and abs(float(recorded["model"][k]) - float(v)) > args.tolerance}
+        if diffs:
+            print(f"metrics differ from the card: {diffs}", file=sys.stderr)
+            return 1
+        print(f"card metrics for {args.split!r} reproduced", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from transformers import DeepseekV3ForSequenceClassification
+
+    from models import classifier as clf
+    from models.bundle import CHECKPOINT_DIR, read_card, write_bundle
+    from models.pipeline import _round, export_and_check, speed
+    from streamer.bundle import load_bundle
+
+    src = Path(args.bundle)
+    out = Path(args.out or src)
+    b = load_bundle(src)
+    card = read_card(src)
+    model = clf.use_dense_experts(DeepseekV3ForSequenceClassification.from_pretrained(src / CHECKPOINT_DIR,
+                                                                                      attn_implementation="eager"))
+    from models.pipeline import prepare
+
+    specs = (card.get("training", {}).get("eval_specs") or {}).get("test_small")
+    texts = prepare(specs, b.encoding, card).texts if specs else ["" for _ in range(64)]
+    variants = [v for v in args.variants.split(",") if v]
+    graphs, checks = export_and_check(model, out, b.tokens, texts, variants=variants)
+    perf = speed(graphs, b.tokens, texts)
+    for name in graphs:
+        checks[name]["speed"] = perf[name]
+    card["variant_checks"] = _round(checks)
+    write_bundle(out, graphs, src / "tokenizer.json", card, model=model if out != src else None)
+    print(json.dumps(card["variant_checks"], indent=2))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``train``, ``fine-tune``, ``evaluate`` and ``export`` to a subparsers object."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = subparsers.add_parser(
+        "train", formatter_class=fmt,
+        help="train a bundle from the kind's recipe (synthetic curriculum), export ONNX, evaluate vs baselines",
+        description="Train the DeepSeek-V3 classifier for one event kind from its recipe (models/recipes.py): "
+                    "curriculum stage one on broad synthetic data, stage two on target-like data with few labels; "
+                    "then export ONNX (fp32 + fp16 + int8) with parity checks, choose thresholds on a validation "
+                    "split at the target FPR, evaluate on held-out drifted data beside GBT and HalfSpaceTrees "
+                    "baselines, and write the bundle. Example: streamer model train --kind transaction "
+                    "--preset default --out streamer/bundles/transactions")
+    p.add_argument("--kind", choices=KINDS, default="transaction", help="event kind")
+    p.add_argument("--preset", choices=("tiny", "default", "large"), default=None,
+                   help="model size; None means the recipe's (\"default\" for CPU bundles)")
+    p.add_argument("--out", default=None, help="bundle directory; None means the shipped bundle of the kind")
+    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's training steps")
+    p.add_argument("--data-scale", type=float, default=1.0, help="multiply synthetic set sizes (quick runs)")
+    p.add_argument("--seed", type=int, default=None, help="training seed; None means the recipe's")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch / onnxruntime threads; 1 is fastest on a busy 2-core machine")
+    p.add_argument("--resume", default=None, help="checkpoint dir of an interrupted run (OUT/.train)")
+    p.add_argument("--base", default=None,
+                   help="local pretrained DeepSeek checkpoint dir: fine-tune it with LoRA instead of a random init")
+    _add_lora_flags(p)
+    p.add_argument("--no-baselines", action="store_true", help="skip the GBT / HalfSpaceTrees baselines")
+    p.add_argument("--name", default=None, help="bundle name; None means \"<kind>s-deepseek\"")
+    p.add_argument("--version", default="1.0.0", help="bundle version")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train, lora=False)
+
+    p = subparsers.add_parser(
+        "fine-tune", formatter_class=fmt, help="adapt a bundle to your own events (JSONL)",
+        description="Continue training a bundle's model on your own labelled events (JSONL, one contract event per "
+                    "line, in stream order, with 'label'), re-choose thresholds on the newest --val-fraction of "
+                    "rows, re-export and write a new bundle. Example: streamer model fine-tune --bundle "
+                    "streamer/bundles/transactions --train mine.jsonl --out my-bundle")
+    p.add_argument("--bundle", required=True, help="base bundle directory (must contain checkpoint/)")
+    p.add_argument("--train", required=True, help="JSONL events (labelled; for sensors, normal-only readings)")
+    p.add_argument("--out", required=True, help="output bundle directory")
+    p.add_argument("--steps", type=int, default=400, help="training steps")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="newest share of rows held out for thresholds")
+    p.add_argument("--lora", action="store_true", help="train LoRA adapters (merged before export) instead of all weights")
+    _add_lora_flags(p)
+    p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_fine_tune)
+
+    p = subparsers.add_parser(
+        "evaluate", formatter_class=fmt, help="evaluate a bundle through onnxruntime (the worker's path)",
+        description="Score events with the bundle's ONNX graph, tokenizer and window exactly as the worker does, "
+                    "and report AUPRC, ROC AUC, recall at FPR 0.1%% / 0.02%%, and F1 / alert precision at the card's "
+                    "threshold. Without --data, regenerates the synthetic split recorded in the card (--split); "
+                    "--check exits 1 unless the card's metrics for that split are reproduced.")
+    p.add_argument("--bundle", default=str(DEFAULT_BUNDLES["transaction"]), help="bundle directory")
+    p.add_argument("--data", action="append", default=[], help="labelled JSONL events (repeatable)")
+    p.add_argument("--split", default="test_small", choices=("test_small", "test", "stress", "validation"),
+                   help="card eval spec to regenerate when --data is not given")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="graph variant")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--check", action="store_true", help="compare with the card's recorded metrics")
+    p.add_argument("--tolerance", type=float, default=1e-6, help="allowed difference per metric for --check")
+    p.add_argument("--output", default=None, help="also write the JSON report here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser(
+        "export", formatter_class=fmt, help="re-export a bundle's ONNX graphs from its torch checkpoint",
+        description="Export checkpoint/ of a bundle to model.onnx (dynamic batch and sequence axes, dense experts), "
+                    "check parity against torch on padded batches of varied lengths (fails above 1e-4), build "
+                    "the fp16 and int8 variants and record their parity and speed in the card.")
+    p.add_argument("--bundle", required=True, help="bundle directory with checkpoint/")
+    p.add_argument("--out", default=None, help="write to another directory (default: in place)")
+    p.add_argument("--variants", default="fp16,int8", help="comma-separated precision variants to build")
+    p.set_defaults(func=cmd_export)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streamer model", description="Offline side: train, fine-tune, evaluate, export.")
+    sub = parser.add_subparsers(dest="model_command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
