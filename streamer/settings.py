@@ -51,6 +51,9 @@ class Settings:
     precision: str = _opt("auto", "Bundle variant: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, int8.", "model", ("auto", "fp32", "fp16", "int8"))
     intra_op_threads: int = _opt(0, "onnxruntime intra-op threads on CPU (0: one per core).", "model")
     trt_cache_dir: str = _opt(".cache/trt", "TensorRT engine cache directory.", "model")
+    reload_watch_s: float = _opt(2.0, "Poll the bundle directories this often and hot-reload a changed bundle (0: only on SIGHUP).", "model")
+    reload_max_slowdown: float = _opt(2.0, "Refuse a new bundle whose shadow batches run this many times slower than the serving one.", "model")
+    reload_shadow_events: int = _opt(256, "Recent events scored by both models before a switch (shadow scoring).", "model")
     # Batching
     max_batch: int = _opt(64, "Largest micro-batch handed to the model.", "batching")
     max_wait_ms: float = _opt(5.0, "Longest time the first event of a batch waits for others.", "batching")

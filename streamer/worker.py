@@ -67,6 +67,8 @@ class Lane:
     scorer: Any
     batcher: MicroBatcher
     tail: asyncio.Task | None = None  # the previous batch's publication (keeps outputs in order)
+    bundle_dir: str = ""
+    sample: deque = field(default_factory=lambda: deque(maxlen=256))  # recent texts, for shadow scoring on reload
     tasks: set = field(default_factory=set)
 
     @property
@@ -121,7 +123,8 @@ class Worker:
                 raise ValueError(f"{bundle_dir} is a {bundle.kind} bundle, configured for {kind} events")
             scorer = NoopScorer(bundle) if self.noop_scorer else Scorer(bundle, self.s.device, self.s.precision, self.s.intra_op_threads, self.s.trt_cache_dir)
             intake = Intake(bundle, self.s.window_events, self.s.window_age_s, self.s.max_message_bytes)
-            lane = Lane(kind, topic, f"{self.s.group_id}-{kind}-windows", intake, scorer, MicroBatcher(self.s.max_batch, self.s.max_wait_ms / 1000.0))
+            lane = Lane(kind, topic, f"{self.s.group_id}-{kind}-windows", intake, scorer, MicroBatcher(self.s.max_batch, self.s.max_wait_ms / 1000.0), bundle_dir=bundle_dir)
+            lane.sample = deque(maxlen=max(1, self.s.reload_shadow_events))
             self.lanes[kind] = lane
             self.by_topic[topic] = lane
             if getattr(scorer, "choice", None) and scorer.choice.fallback_reason:
@@ -151,7 +154,10 @@ class Worker:
 
     async def run(self) -> None:
         """Run until ``stop()``; on broker trouble, back off, reconnect and resume from the last commit."""
+        from streamer import reload
+
         self._stop = asyncio.Event()
+        watcher = asyncio.create_task(reload.watch(self, self.s.reload_watch_s)) if self.s.reload_watch_s > 0 else None
         backoff = 1.0
         while not self._stop.is_set():
             try:
@@ -165,6 +171,8 @@ class Worker:
                 with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), backoff)
                 backoff = min(backoff * 2, 15.0)
+        if watcher is not None:
+            watcher.cancel()
         self._state = "stopped"
         self._executor.shutdown(wait=False)
 
@@ -314,7 +322,9 @@ class Worker:
             await slots.acquire()
             started = time.time()
             scorer = lane.scorer
-            fut = loop.run_in_executor(self._executor, scorer.score_texts, [it.text for it in batch])
+            texts = [it.text for it in batch]
+            lane.sample.extend(texts)
+            fut = loop.run_in_executor(self._executor, scorer.score_texts, texts)
             lane.tail = asyncio.create_task(self._publish(lane, scorer, batch, fut, started, lane.tail, slots))
 
     async def _publish(self, lane: Lane, scorer: Any, batch: list[Item], fut: asyncio.Future, started: float, prev: asyncio.Task | None, slots: asyncio.Semaphore) -> None:
@@ -444,12 +454,13 @@ class Worker:
     def swap_bundle(self, kind: str, bundle: Bundle, scorer: Any) -> None:
         """Switch a lane to a new, already-verified model; in-flight batches finish on the old one."""
         lane = self.lanes[kind]
-        old = lane.bundle.model_id
+        old_bundle, old_scorer = lane.bundle, lane.scorer
         lane.intake.rebind(bundle)
         lane.scorer = scorer
         with contextlib.suppress(KeyError):
-            self.metrics.model_info.remove(kind, old, lane.scorer.provider, lane.scorer.precision)
+            self.metrics.model_info.remove(kind, old_bundle.model_id, old_scorer.provider, old_scorer.precision)
         self.metrics.model_info.labels(kind, bundle.model_id, scorer.provider, scorer.precision).set(1)
+        log.info("%s: now serving %s (was %s)", kind, bundle.model_id, old_bundle.model_id)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -494,7 +505,10 @@ async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: 
 
 
 def install_signal_handlers(worker: Worker) -> None:
-    """SIGTERM and SIGINT drain and commit, then exit."""
+    """SIGTERM and SIGINT drain and commit, then exit; SIGHUP reloads the bundles."""
+    from streamer.reload import install_sighup
+
+    install_sighup(worker)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
