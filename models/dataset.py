@@ -21,7 +21,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import orjson
 
 from streamer.validation import ENTITY_FIELD, Invalid, check_sensor, check_transaction
-from streamer.windows import push
+from streamer.windows import context, push
 
 CHECKS = {"transaction": check_transaction, "sensor": check_sensor}
 
@@ -95,11 +95,12 @@ def rows(
             raise DataError(f"{source}: row {i} (event_id={ev['event_id']!r}): {why}")
         key = ev[entity_field]
         win = windows.get(key, [])
-        feats = features(ev, win, card)
+        ctx = context(win, ev["ts"], max_events, max_age_ms)  # the worker's exact definition of the window
+        feats = features(ev, ctx, card)
         rec = record(ev)
         rec["o"] = i
         windows[key] = push(win, rec, max_events, max_age_ms)
-        yield Row(ev["event_id"], key, text(ev, win, feats), ev["label"], vector(feats))
+        yield Row(ev["event_id"], key, text(ev, ctx, feats), ev["label"], vector(feats))
 
 
 def materialize(
