@@ -26,8 +26,10 @@ True
 ('temp_c', 7.4, 1.0)
 >>> reasons(f)
 ["temp_c 7.4σ above the asset's normal"]
+>>> "_sensor_state" in ev and "s" in record(ev)  # the long-memory state rides in the record
+True
 >>> text(ev, window, f)
-'h3z0 h3m0 h2z+1 h2m1 h1z-1 h1m1 w2 s0 g2 k1 az+9 ad+9 al+2 ar0 as0 aq0 an2 bz0 bd0 bs0 cz0 cd0 cs0'
+'h3z0 h3m0 h2z+1 h2m1 h1z-1 h1m1 w1 s0 g2 k1 az+9 ad+9 al+2 ar0 as0 aq0 an2 ae12 am10 ax11 av9 au1 bz0 bd0 bs0 be0 cz0 cd0 cs0 ce0'
 >>> check({"asset_id": "a1", "ts": 0, "readings": {"rpm": 3.0}}, card)
 "unknown sensor 'rpm' for bundle s@1: it has no fitted normalization; fit it with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
 """
@@ -36,16 +38,18 @@ from __future__ import annotations
 
 import math
 from itertools import repeat
-from operator import itemgetter, sub
+from operator import itemgetter, mul, sub
 from typing import Any, Mapping, Sequence
 
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v1"
+ENCODING_VERSION = "sensor-v2"
 
 # The window the worker keeps per asset (the card repeats it as card["window"]).
-# 192 readings is 16 hours at NAB's 5-minute cadence: long enough for a robust
-# normal, short enough to follow slow, legitimate change and to stay cheap.
-WINDOW: dict[str, int] = {"max_events": 192, "max_age_ms": 14 * 24 * 3600 * 1000}
+# 128 readings (~10 hours at a 5-minute cadence) give a robust short-term normal;
+# what is rare over a much longer span is carried by a per-sensor state in each
+# record (see ``record``), so the window, and the per-event work, stay small.
+WINDOW: dict[str, int] = {"max_events": 128, "max_age_ms": 7 * 24 * 3600 * 1000}
+LONG = 8000  # readings: time constant of the long-memory envelopes and statistics
 
 MIN_HISTORY = 16  # readings of a sensor before the window replaces the card's statistics
 RECENT = 5  # readings (current included) averaged for the level-shift feature
@@ -55,6 +59,7 @@ TOP = 3  # most-deviating sensors described individually
 DEV = 3.0  # a sensor "deviates" at this severity (σ-like units)
 STUCK_N = 5  # reasons() calls a run of this many unchanged readings "stuck"
 CLIP = 50.0
+INSIDE = 4.0
 _IQR_TO_SD = 1 / 1.349  # σ of a Gaussian from its interquartile range
 _ABSDEV_TO_SD = 1.2533  # σ of a Gaussian from its mean absolute deviation
 
@@ -62,9 +67,10 @@ Event = Mapping[str, Any]
 Record = dict[str, Any]
 Features = dict[str, Any]
 
-_PER_SENSOR = ("z", "delta", "shift", "drift", "stuck", "repeat", "noise")
+_PER_SENSOR = ("z", "delta", "shift", "drift", "stuck", "repeat", "noise", "env", "menv", "denv", "venv", "qenv")
+_BREACHES = frozenset(("env", "menv", "denv", "venv", "qenv"))
 FEATURE_NAMES: list[str] = (
-    ["n_hist", "n_sensors", "gap_ratio", "n_dev", "max_sev"]
+    ["n_hist", "long_n", "n_sensors", "gap_ratio", "n_dev", "max_sev"]
     + [f"top{i}_{k}" for i in range(1, TOP + 1) for k in _PER_SENSOR]
     + [f"hist{k}_z" for k in range(1, HISTORY + 1)]
     + [f"hist{k}_max" for k in range(1, HISTORY + 1)]
@@ -75,9 +81,26 @@ class SensorDataError(ValueError):
     """Readings that cannot be encoded (NaN/Inf, wrong type); the message names the field."""
 
 
+STATE_KEY = "_sensor_state"
+
+
 def record(event: Event) -> Record:
-    """What the window keeps of an event: its time and its readings."""
-    return {"ts": event["ts"], "r": event["readings"]}
+    """What the window keeps of an event: its time, its readings and the long-memory state.
+
+    The state (per sensor: long-run mean and variance, and slowly decaying
+    envelopes of the value, its short mean, its step size and its volatility) is
+    what lets a 128-reading window answer "has this sensor been this far out in
+    the last ~LONG readings?" in O(1) per event. ``features`` computes it and
+    leaves it on the event; both callers (the worker's intake and
+    ``models.dataset.rows``) call ``features`` before ``record`` on the same
+    event. A record made without it simply carries no state, and the next event
+    re-seeds the state from the window (a cold start, not an error).
+    """
+    rec = {"ts": event["ts"], "r": event["readings"]}
+    st = event.get(STATE_KEY) if isinstance(event, dict) else None
+    if st is not None:
+        rec["s"] = st
+    return rec
 
 
 def _known(card: Mapping[str, Any] | None, asset: str | None) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
@@ -113,6 +136,11 @@ def _median_sorted(s: Sequence[float]) -> float:
 
 def _clip(x: float) -> float:
     return CLIP if x > CLIP else -CLIP if x < -CLIP else x
+
+
+def _inside(x: float) -> float:
+    """Envelope distance, clipped to [-INSIDE, CLIP]: how far *inside* matters little."""
+    return CLIP if x > CLIP else -INSIDE if x < -INSIDE else x
 
 
 def _baseline(vals: list[float], stat: Mapping[str, Any] | None) -> tuple[float, float, float, float]:
@@ -151,14 +179,32 @@ def _baseline(vals: list[float], stat: Mapping[str, Any] | None) -> tuple[float,
     return center, scale, dscale, rep
 
 
-def _sensor(name: str, v: float, vals: list[float], stat: Mapping[str, Any] | None) -> dict[str, float]:
+def _cold_state(vals: list[float], v: float, stat: Mapping[str, Any] | None) -> list[float]:
+    """Long-memory state for a sensor without one: seeded from its window (before ``v``), else from ``v``."""
+    hist = vals or [v]
+    n = len(hist)
+    m = sum(hist) / n
+    var = sum((x - m) ** 2 for x in hist) / n
+    if stat is not None and len(vals) < MIN_HISTORY:
+        var = max(var, float(stat["std"]) ** 2)
+    absd = list(map(abs, map(sub, hist[1:], hist[:-1]))) or [0.0]
+    ad = sum(absd) / len(absd)
+    rec = hist[-RECENT:]
+    sm = sum(rec) / len(rec)
+    q = ad * _ABSDEV_TO_SD
+    return [float(len(vals)), m, var, max(hist), min(hist), sm, sm, ad, max(absd), q, q, q]
+
+
+def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: list[float] | None) -> tuple[dict[str, float], list[float]]:
+    """Short-window features, long-memory features and the sensor's next state."""
     center, scale, dscale, rep = _baseline(vals, stat)
     n = len(vals)
     z = _clip((v - center) / scale)
     prev = vals[-1] if n else v
     delta = _clip((v - prev) / dscale)
     recent = vals[-(RECENT - 1) :] if n else []
-    shift = _clip(((sum(recent) + v) / (len(recent) + 1) - center) / scale)
+    sm = (sum(recent) + v) / (len(recent) + 1)
+    shift = _clip((sm - center) / scale)
     if n >= MIN_HISTORY:
         q = n // 4
         drift = _clip((sum(vals[-q:]) / q - sum(vals[:q]) / q) / scale)
@@ -171,16 +217,54 @@ def _sensor(name: str, v: float, vals: list[float], stat: Mapping[str, Any] | No
         stuck += 1
     tail = vals[-NOISE_RECENT:] + [v]
     if len(tail) >= 3:
-        rd = [tail[i] - tail[i - 1] for i in range(1, len(tail))]
-        noise = min(math.sqrt(sum(d * d for d in rd) / len(rd)) / dscale, CLIP)
+        rd = list(map(sub, tail[1:], tail[:-1]))
+        vol = math.sqrt(sum(map(mul, rd, rd)) / len(rd))
     else:
-        noise = 1.0
+        vol = dscale
+    noise = min(vol / dscale, CLIP)
+
+    # Long memory: has this sensor ever (in ~LONG readings) been this far out?
+    if st is None:
+        st = _cold_state(vals, v, stat)
+    cnt, m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo = st
+    d = abs(v - prev)
+    if cnt >= MIN_HISTORY:
+        sd = max(math.sqrt(var), 1e-6 * (abs(m) + 1.0))
+        env = _inside(max(v - hi, lo - v) / sd)
+        menv = _inside(max(sm - mhi, mlo - sm) / sd)
+        dunit = max(ad * _ABSDEV_TO_SD, 1e-3 * sd)
+        denv = _inside((d - dhi) / dunit)
+        qunit = max(qm, 1e-3 * sd)
+        venv = _inside((vol - qhi) / qunit)
+        qenv = _inside((qlo - vol) / qunit)
+    else:
+        env = menv = denv = venv = qenv = -INSIDE
+    a = 1.0 / (cnt + 2.0) if cnt + 2.0 < LONG else 1.0 / LONG
+    dl = v - m
+    m += a * dl
+    var = (1.0 - a) * (var + a * dl * dl)
+    k = 1.0 / LONG
+    hi = v if v > hi else hi - (hi - m) * k
+    lo = v if v < lo else lo + (m - lo) * k
+    mhi = sm if sm > mhi else mhi - (mhi - m) * k
+    mlo = sm if sm < mlo else mlo + (m - mlo) * k
+    ad += a * (d - ad)
+    dhi = d if d > dhi else dhi - (dhi - ad) * k
+    qm += a * (vol - qm)
+    qhi = vol if vol > qhi else qhi - (qhi - qm) * k
+    qlo = vol if vol < qlo else qlo + (qm - qlo) * k
+    new_state = [min(cnt + 1.0, 1e9), m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo]
+
     stuck_sev = (stuck - 1) / 2.0 if rep < 0.3 else 0.0
-    sev = max(abs(z), abs(shift), 0.5 * abs(delta), stuck_sev, noise if noise > 2.0 else 0.0)
+    breach = max(env, menv, denv, venv, qenv)
+    sev = max(abs(z), abs(shift), 0.5 * abs(delta), stuck_sev, noise if noise > 2.0 else 0.0,
+              DEV + 2.0 * breach if breach > 0 else 0.0)
     return {
         "z": z, "delta": delta, "shift": shift, "drift": drift, "stuck": float(stuck), "repeat": rep,
-        "noise": noise, "sev": sev, "center": center, "scale": scale, "value": v,
-    }
+        "noise": noise, "env": env, "menv": menv, "denv": denv, "venv": venv, "qenv": qenv,
+        "sev": sev,
+        "center": center, "scale": scale, "value": v, "long_n": cnt,
+    }, new_state
 
 
 def _history(rs: list[Mapping[str, float]], name: str) -> list[float]:
@@ -203,14 +287,19 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
         raise SensorDataError("readings: empty; a sensor event needs 1-256 readings")
     rs = [rec["r"] for rec in window]
     fleet, per_asset = _known(card, event.get("asset_id"))
+    prev_state = window[-1].get("s") if window else None
+    state = dict(prev_state) if prev_state else {}
     per: list[tuple[str, dict[str, float]]] = []
     for name, v in readings.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise SensorDataError(f"readings.{name[:64]}: expected a number, got {type(v).__name__}")
         if not -math.inf < v < math.inf:
             raise SensorDataError(f"readings.{name[:64]}: must be a finite number, got {v!r}")
-        per.append((name, _sensor(name, float(v), _history(rs, name), per_asset.get(name) or fleet.get(name))))
+        feats_s, state[name] = _sensor(float(v), _history(rs, name), per_asset.get(name) or fleet.get(name), state.get(name))
+        per.append((name, feats_s))
     per.sort(key=lambda p: -p[1]["sev"])
+    if isinstance(event, dict):
+        event[STATE_KEY] = state
 
     n_hist = len(window)
     if n_hist:
@@ -222,6 +311,7 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
         gap_ratio = 1.0
     f: Features = {
         "n_hist": float(n_hist),
+        "long_n": min(s["long_n"] for _, s in per),
         "n_sensors": float(len(per)),
         "gap_ratio": gap_ratio,
         "n_dev": float(sum(1 for _, s in per if s["sev"] >= DEV)),
@@ -239,7 +329,7 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
             f[key + "name"] = None
             f[key + "value"] = 0.0
             for k in _PER_SENSOR:
-                f[key + k] = 0.0
+                f[key + k] = -INSIDE if k in _BREACHES else 0.0
     # The last few readings, judged against today's normal: lets the model tell
     # the first step of an excursion (alert now) from its tenth (already alerted).
     top_name, top = per[0]
@@ -272,7 +362,8 @@ _REPEAT_EDGES = (0.02, 0.1, 0.3, 0.6)
 _GAP_EDGES = (0.25, 0.6, 1.5, 3.0, 8.0, 30.0)
 _COUNT_EDGES = (1, 2, 3, 4, 6, 10)
 _NSENS_EDGES = (2, 3, 5, 9, 17, 65)
-_HIST_EDGES = (4, MIN_HISTORY, 64)
+_LONG_EDGES = (MIN_HISTORY, 128, 1024, 4096)
+_BREACH_EDGES = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def _idx(x: float, edges: Sequence[float]) -> int:
@@ -290,7 +381,7 @@ def _signed(prefix: str, x: float) -> str:
 
 
 def text(event: Event, window: Sequence[Record], feats: Features) -> str:
-    """24 words: recent readings (oldest first), then the current event; one word per bucketed feature.
+    """30 words: recent readings (oldest first), then the current event; one word per bucketed feature.
 
     Words name ranks (``a`` = most-deviating sensor) and never sensor names, so
     the vocabulary is the same for every asset type.
@@ -299,7 +390,7 @@ def text(event: Event, window: Sequence[Record], feats: Features) -> str:
     for k in range(HISTORY, 0, -1):
         w.append(_signed(f"h{k}z", feats[f"hist{k}_z"]))
         w.append(f"h{k}m{_idx(feats[f'hist{k}_max'], _Z_EDGES)}")
-    w.append(f"w{_idx(feats['n_hist'], _HIST_EDGES)}")
+    w.append(f"w{_idx(feats['long_n'], _LONG_EDGES)}")
     w.append(f"s{_idx(feats['n_sensors'], _NSENS_EDGES)}")
     w.append(f"g{_idx(feats['gap_ratio'], _GAP_EDGES)}")
     w.append(f"k{_idx(feats['n_dev'], _COUNT_EDGES)}")
@@ -314,12 +405,23 @@ def text(event: Event, window: Sequence[Record], feats: Features) -> str:
         if full:
             w.append(f"{rank}q{_idx(feats[p + 'repeat'], _REPEAT_EDGES)}")
             w.append(f"{rank}n{_idx(feats[p + 'noise'], _POS_EDGES) if feats[p + 'noise'] >= 1.0 else '-'}")
+        w.append(f"{rank}e{_idx(feats[p + 'env'], _BREACH_EDGES)}")
+        if full:
+            w.append(f"{rank}m{_idx(feats[p + 'menv'], _BREACH_EDGES)}")
+            w.append(f"{rank}x{_idx(feats[p + 'denv'], _BREACH_EDGES)}")
+            w.append(f"{rank}v{_idx(feats[p + 'venv'], _BREACH_EDGES)}")
+            w.append(f"{rank}u{_idx(feats[p + 'qenv'], _BREACH_EDGES)}")
     return " ".join(w)
 
 
 def vector(feats: Features) -> list[float]:
     """The features as numbers (``FEATURE_NAMES`` order) for the tree and streaming baselines."""
     return [float(feats[k]) for k in FEATURE_NAMES]
+
+
+def _span(feats: Features) -> str:
+    n = int(min(feats["long_n"], LONG))
+    return f"~{n}" if n >= LONG else str(n)
 
 
 def reasons(feats: Features, limit: int = 4) -> list[str]:
@@ -343,6 +445,10 @@ def reasons(feats: Features, limit: int = 4) -> list[str]:
             out.append(f"{name} drifted {feats[p + 'drift']:+.1f}σ across the window")
         if abs(feats[p + "delta"]) >= 2 * DEV and abs(z) < DEV:
             out.append(f"{name} jumped {feats[p + 'delta']:+.1f}σ from the previous reading")
+        if feats[p + "env"] > 0 and abs(z) < DEV:
+            out.append(f"{name} at {feats[p + 'value']:.4g}, outside its range of the last {_span(feats)} readings")
+        if feats[p + "qenv"] > 0:
+            out.append(f"{name} unusually flat: its quietest stretch in {_span(feats)} readings")
     if feats["n_dev"] >= 2:
         out.insert(min(1, len(out)), f"{int(feats['n_dev'])} sensors deviating together")
     if feats["gap_ratio"] >= 8:
