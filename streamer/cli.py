@@ -78,7 +78,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     for b in args.bundle or []:
         _assign_bundle(settings, b)
     try:
-        worker = Worker(settings)
+        worker = Worker(settings, noop_scorer=args.noop_scorer)
     except (BundleError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -197,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="Run the worker against any Kafka cluster.", description="Consume transactions and sensor events, score them in micro-batches and publish scores, alerts and dead letters. Every flag also reads from its STREAMER_* environment variable.")
     w.add_argument("--bundle", action="append", metavar="DIR", help="Model bundle directory (repeatable; its card says which kind it serves). Default: the shipped bundles.")
+    w.add_argument("--noop-scorer", action="store_true", help="Benchmarks only: skip the model and publish score 0, to measure the stream path alone.")
     add_flags(w)
     w.set_defaults(func=cmd_worker)
 

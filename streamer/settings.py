@@ -35,6 +35,7 @@ class Settings:
     scores_topic: str = _opt("scores", "Output topic: one score record per valid event.", "topics")
     alerts_topic: str = _opt("alerts", "Output topic: alerts at or above the bundle's alert threshold.", "topics")
     dead_letters_topic: str = _opt("dead-letters", "Output topic: rejected input messages with the reason.", "topics")
+    fetch_max_wait_ms: int = _opt(20, "Longest a fetch waits at the broker for data; bounds idle latency (brokers that do not answer fetches early, like the embedded one, wait this long).", "kafka")
     partitions: int = _opt(8, "Partitions for topics the worker or the embedded broker creates.", "topics")
     create_topics: bool = _opt(True, "Create missing topics at start-up (off for clusters where that is not allowed).", "topics")
     security_protocol: str = _opt("PLAINTEXT", "Kafka security protocol.", "security", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))

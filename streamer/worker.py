@@ -108,6 +108,12 @@ class Worker:
         self._last_roundtrip = time.monotonic()
         self._inflight = 0
         self._space = None
+        # Rebalance callbacks and the processing of a fetched batch exclude each other, and a batch
+        # fetched before a rebalance is dropped (positions restart from the committed offsets):
+        # aiokafka keeps fetching while on_partitions_assigned runs, and an event accepted before its
+        # partition's windows are restored would be scored without its history.
+        self._rebalance_lock = asyncio.Lock()
+        self._generation = 0
         self.assigned: set[TopicPartition] = set()
         self.counts = {"in": 0, "scored": 0, "rejected": 0, "alerts": 0}
         self.recent_alerts: list[dict] = []  # for the demo's live view
@@ -191,6 +197,7 @@ class Worker:
         self._inflight = 0
         self._space = asyncio.Event()
         self._space.set()
+        self._rebalance_lock = asyncio.Lock()
         for lane in self.lanes.values():
             lane.intake.store = type(lane.intake.store)(lane.kind, lane.intake.store.keep_events)
             lane.batcher = MicroBatcher(s.max_batch, s.max_wait_ms / 1000.0)
@@ -202,7 +209,7 @@ class Worker:
         self.consumer = AIOKafkaConsumer(
             **self._kafka_kwargs(), group_id=s.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_interval_ms=300000,
-            max_partition_fetch_bytes=1 << 20, request_timeout_ms=15000,
+            max_partition_fetch_bytes=1 << 20, request_timeout_ms=15000, fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         await self.producer.start()
         try:
@@ -273,24 +280,28 @@ class Worker:
                     self._space.clear()
                 consumer.resume(*parts)
                 self.metrics.paused.set(0)
+            generation = self._generation
             batches = await consumer.getmany(timeout_ms=100, max_records=max(s.max_batch * 4, 256))
             if not batches:
                 self._set_health()
                 continue
-            received = time.time()
-            for tp, msgs in batches.items():
-                lane = self.by_topic[tp.topic]
-                intake, batcher, m = lane.intake, lane.batcher, self.metrics
-                m.events_in.labels(lane.kind).inc(len(msgs))
-                self.counts["in"] += len(msgs)
-                for msg in msgs:
-                    self.checkpoint.track(tp, msg.offset)
-                    self._inflight += 1
-                    out = intake.accept(tp, tp.partition, msg.offset, msg.value, received)
-                    if isinstance(out, Item):
-                        batcher.put_nowait(out)
-                    else:
-                        await self._reject(lane, out, msg.key)
+            async with self._rebalance_lock:
+                if generation != self._generation:
+                    continue  # fetched under the previous assignment; fetched again from the committed offsets
+                received = time.time()
+                for tp, msgs in batches.items():
+                    lane = self.by_topic[tp.topic]
+                    intake, batcher, m = lane.intake, lane.batcher, self.metrics
+                    m.events_in.labels(lane.kind).inc(len(msgs))
+                    self.counts["in"] += len(msgs)
+                    for msg in msgs:
+                        self.checkpoint.track(tp, msg.offset)
+                        self._inflight += 1
+                        out = intake.accept(tp, tp.partition, msg.offset, msg.value, received)
+                        if isinstance(out, Item):
+                            batcher.put_nowait(out)
+                        else:
+                            await self._reject(lane, out, msg.key)
             self.metrics.queue_depth.set(self._inflight)
 
     async def _reject(self, lane: Lane, rej: Rejection, key: bytes | None) -> None:
@@ -427,8 +438,13 @@ class Worker:
 
     # ---------------------------------------------------------------- rebalances
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._generation += 1
         if self._state != "running" or not revoked:
             return
+        async with self._rebalance_lock:
+            await self._revoke(revoked)
+
+    async def _revoke(self, revoked: set[TopicPartition]) -> None:
         deadline = time.monotonic() + self.s.shutdown_timeout_s
         while any(self.checkpoint.pending(tp) for tp in revoked) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
@@ -442,6 +458,11 @@ class Worker:
         self.assigned -= set(revoked)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._generation += 1
+        async with self._rebalance_lock:  # nothing is accepted until the windows are restored
+            await self._assign(assigned)
+
+    async def _assign(self, assigned: set[TopicPartition]) -> None:
         self.assigned |= set(assigned)
         for lane in self.lanes.values():
             parts = sorted(tp.partition for tp in assigned if tp.topic == lane.topic)
