@@ -1,0 +1,208 @@
+"""Model machinery on tiny configs (seconds each) and the shipped transactions bundle."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import classifier as clf
+from models import dataset as ds
+from models import evaluate as ev
+from models import export as ex
+from models import tokenizer as tk
+from models.train import Stage, TrainConfig, train
+from streamer.bundle import DEFAULT_BUNDLES, load_bundle
+from streamer.encoding import transactions as T
+from streamer.synth.transactions import generate
+from streamer.tokens import SPECIAL_TOKENS, TokenEncoder
+
+BUNDLE = DEFAULT_BUNDLES["transaction"]
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    texts, labels, vectors = ds.materialize(generate(4000, seed=11, fraud_rate=0.03, n_accounts=60), T)
+    tok = tk.train(texts, T.VOCABULARY)
+    return texts, labels, vectors, tok, TokenEncoder(tok, 32, (16, 24, 32))
+
+
+def _tiny(tok, tokens, seed=0):
+    torch.set_num_threads(1)
+    return clf.build(clf.make_config("tiny", tok.get_vocab_size(), tokens.pad_id, 32), seed=seed)
+
+
+def test_module_doctests():
+    for mod in (ev, tk):
+        assert doctest.testmod(mod).failed == 0, mod.__name__
+
+
+def test_tokenizer_round_trip(corpus, tmp_path):
+    texts, _, _, tok, tokens = corpus
+    path = tk.save(tok, tmp_path / "tokenizer.json")
+    again = TokenEncoder(path, 32, (16, 24, 32))
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2]
+    assert again.ids(texts[:200]) == tokens.ids(texts[:200])
+    for text, row in zip(texts[:200], tokens.ids(texts[:200])):
+        assert tokens.unk_id not in row and row[-1] == tokens.end_id
+        assert [again.tokenizer.id_to_token(i) for i in row[:-1]] == text.split()
+    # same words -> same ids, whatever order the corpus came in
+    assert tk.train(list(reversed(texts)), T.VOCABULARY).get_vocab() == tok.get_vocab()
+
+
+def test_dataset_windows_match_worker_order(corpus):
+    events = list(generate(500, seed=12, n_accounts=10))
+    rows = list(ds.rows(events, T))
+    first_seen = {}
+    for e, r in zip(events, rows):
+        if e["account_id"] not in first_seen:
+            first_seen[e["account_id"]] = r
+            assert r.text.split()[-1] == "n0"  # no history: the event itself is not in its window
+    assert [r.event_id for r in rows] == [e["event_id"] for e in events]
+
+
+def test_bad_rows_name_row_and_field(tmp_path):
+    good = next(iter(generate(1, seed=1)))
+    bad = dict(good, event_id="x2")
+    del bad["amount"]
+    with pytest.raises(ds.DataError, match=r"row 2 .*amount"):
+        list(ds.rows([good, bad], T))
+    with pytest.raises(ds.DataError, match=r"row 1 .*mcc"):
+        list(ds.rows([dict(good, mcc="12")], T))
+    with pytest.raises(ds.DataError, match=r"row 1 .*label"):
+        list(ds.rows([dict(good, label=None)], T))
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(ds.DataError, match=r"line 2"):
+        list(ds.read_jsonl(p))
+
+
+def test_dense_experts_equal_routed(corpus):
+    texts, _, _, tok, tokens = corpus
+    m = _tiny(tok, tokens)
+    ids, mask = tokens.encode(texts[:64])
+    a = ex.torch_logits(m, ids, mask)
+    m.set_experts_implementation("eager")
+    b = ex.torch_logits(m, ids, mask)
+    clf.use_dense_experts(m)
+    assert np.abs(a - b).max() < 1e-6
+
+
+def test_export_parity_on_padded_batches(corpus, tmp_path):
+    texts, _, _, tok, tokens = corpus
+    m = _tiny(tok, tokens)
+    path = ex.export_onnx(m, tmp_path / "m.onnx", tokens.pad_id, tokens.end_id)
+    batches = ex.parity_batches(tokens, texts)
+    assert len({b[0].shape for b in batches}) >= 4  # several batch sizes and padded lengths
+    report = ex.check_parity(m, path, batches)
+    assert report["max_abs_logit_diff"] < 1e-4 and report["argmax_agreement"] == 1.0
+    i8 = ex.to_int8(path, tmp_path / "m8.onnx")
+    f16 = ex.to_fp16(path, tmp_path / "m16.onnx")
+    assert ex.compare_sessions(path, f16, batches)["max_abs_score_diff"] < 1e-2
+    assert ex.compare_sessions(path, i8, batches)["max_abs_score_diff"] < 0.1
+
+
+def test_lora_on_local_base_checkpoint(corpus, tmp_path):
+    from transformers import DeepseekV3ForCausalLM
+
+    texts, labels, _, tok, tokens = corpus
+    cfg = clf.make_config("tiny", tok.get_vocab_size(), tokens.pad_id, 32)
+    torch.manual_seed(0)
+    DeepseekV3ForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    model = clf.load_base(tmp_path / "base", tokens.pad_id, tok.get_vocab_size())
+    model = clf.add_lora(model, rank=4, alpha=8)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "score" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    stage = Stage("lora", tokens.ids(texts), labels, steps=6, lr=1e-2, warmup=1)
+    train(model, [stage], tokens.pad, TrainConfig(batch_size=32, progress=False), log=lambda m: None)
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+    merged = clf.merge_lora(model)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    path = ex.export_onnx(merged, tmp_path / "lora.onnx", tokens.pad_id, tokens.end_id)
+    assert ex.check_parity(merged, path, ex.parity_batches(tokens, texts))["max_abs_logit_diff"] < 1e-4
+
+
+def test_training_resume_is_exact(corpus, tmp_path):
+    texts, labels, _, tok, tokens = corpus
+    ids = tokens.ids(texts)
+
+    def stages():
+        return [Stage("a", ids, labels, steps=8, lr=5e-3, warmup=2), Stage("b", ids, labels, steps=6, lr=1e-3, warmup=1)]
+
+    cfg = TrainConfig(batch_size=16, checkpoint_every=3, progress=False)
+    full = _tiny(tok, tokens)
+    train(full, stages(), tokens.pad, cfg, log=lambda m: None)
+
+    calls = {"n": 0}
+
+    def failing_pad(rows):
+        calls["n"] += 1
+        if calls["n"] == 11:  # dies in stage "b" after the stage-"a" checkpoint
+            raise KeyboardInterrupt
+        return tokens.pad(rows)
+
+    part = _tiny(tok, tokens)
+    with pytest.raises(KeyboardInterrupt):
+        train(part, stages(), failing_pad, cfg, checkpoint_dir=tmp_path / "ck", log=lambda m: None)
+    resumed = _tiny(tok, tokens, seed=123)  # different init: everything must come from the checkpoint
+    train(resumed, stages(), tokens.pad, cfg, checkpoint_dir=tmp_path / "ck", resume=tmp_path / "ck", log=lambda m: None)
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_metrics_on_known_toy_case():
+    y = [0] * 1000 + [1] * 10
+    s = [i / 1000 for i in range(1000)] + [0.9995] * 8 + [0.5, 0.1]
+    thr = ev.threshold_for_fpr(y, s, 1e-3)
+    m = ev.metrics(y, s, thr)
+    assert m["fpr"] <= 1e-3 and m["recall"] == 0.8 and m["alerts"] == 9
+    assert m["alert_precision"] == pytest.approx(8 / 9)
+    assert m["recall_at_fpr_0.1%"] == 0.8 and m["recall_at_fpr_0.02%"] == 0.8
+    assert m["f1"] == pytest.approx(2 * (8 / 9) * 0.8 / (8 / 9 + 0.8))
+    bands = ev.choose_thresholds(y, s, 1e-3)
+    sev = bands["severity"]
+    assert bands["alert"] == sev["low"] <= sev["medium"] <= sev["high"] <= sev["critical"]
+
+
+def test_baselines_run_on_features(corpus):
+    _, labels, vectors, _, _ = corpus
+    x, y = np.asarray(vectors), np.asarray(labels)
+    gbt, info = ev.gbt_baseline(x[:3000], y[:3000], x[3000:], y[3000:], grid=ev.GBT_GRID[:1])
+    assert 0.0 <= ev.gbt_scores(gbt, x[3000:]).min() and info["grid"]
+    hst = ev.HSTBaseline(T.FEATURE_NAMES, x[:500], n_trees=5, height=6, window_size=100)
+    assert len(hst.score_stream(x[3000:3200])) == 200
+
+
+# -- the shipped bundle ------------------------------------------------------------
+
+def test_shipped_bundle_loads_with_contract_card():
+    card = json.loads((BUNDLE / "card.json").read_text())
+    for precision in card["variants"]:
+        b = load_bundle(BUNDLE, precision)
+        assert b.kind == "transaction" and b.encoding is T
+    assert card["window"] == T.WINDOW and card["inputs"] == ["input_ids", "attention_mask"]
+    assert card["output"]["shape"] == ["batch", 2]
+    sev = card["thresholds"]["severity"]
+    assert card["thresholds"]["alert"] <= sev["medium"] <= sev["high"] <= sev["critical"]
+    assert card["variant_checks"]["fp32"]["vs_torch"]["max_abs_logit_diff"] < 1e-4
+    assert sum(p.stat().st_size for p in BUNDLE.rglob("*") if p.is_file()) < 20 * 2**20
+    assert {"model", "gbt", "hst"} <= set(card["metrics"]["test"])
+
+
+def test_shipped_bundle_reproduces_card_metrics(capsys):
+    """Re-runs `evaluate --check` on the card's small eval spec (30k events, drift 0.5, its own seed).
+
+    The full test split (200k events) takes minutes; the small split is scored
+    by the same code at build time and stored as metrics.test_small.
+    """
+    from models.cli import main
+
+    assert main(["evaluate", "--bundle", str(BUNDLE), "--split", "test_small", "--check"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    card = json.loads((BUNDLE / "card.json").read_text())
+    assert report["model"] == card["metrics"]["test_small"]["model"]
