@@ -29,7 +29,7 @@ True
 >>> "_sensor_state" in ev and "s" in record(ev)  # the long-memory state rides in the record
 True
 >>> text(ev, window, f)
-'h3z0 h3m0 h2z+1 h2m1 h1z-1 h1m1 w1 s0 g2 k1 az+9 ad+9 al+2 ar0 as0 aq0 an2 ae12 am10 ax11 av9 au1 bz0 bd0 bs0 be0 cz0 cd0 cs0 ce0'
+'h3z0 h3m0 h2zp1 h2m1 h1zn1 h1m1 w1 s0 g2 k1 azp9 adp9 alp2 ar0 as0 aq0 an2 ae12 am10 ax11 av9 au1 bz0 bd0 bs0 be0 cz0 cd0 cs0 ce0'
 >>> check({"asset_id": "a1", "ts": 0, "readings": {"rpm": 3.0}}, card)
 "unknown sensor 'rpm' for bundle s@1: it has no fitted normalization; fit it with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
 """
@@ -376,8 +376,9 @@ def _idx(x: float, edges: Sequence[float]) -> int:
 
 
 def _signed(prefix: str, x: float) -> str:
+    """``az0``, ``azp7`` (7th bucket above), ``azn7`` (below): letters and digits only, one token each."""
     b = _idx(abs(x), _Z_EDGES)
-    return f"{prefix}0" if b == 0 else f"{prefix}{'+' if x > 0 else '-'}{b}"
+    return f"{prefix}0" if b == 0 else f"{prefix}{'p' if x > 0 else 'n'}{b}"
 
 
 def text(event: Event, window: Sequence[Record], feats: Features) -> str:
@@ -404,7 +405,7 @@ def text(event: Event, window: Sequence[Record], feats: Features) -> str:
         w.append(f"{rank}s{_idx(feats[p + 'stuck'], _STUCK_EDGES)}")
         if full:
             w.append(f"{rank}q{_idx(feats[p + 'repeat'], _REPEAT_EDGES)}")
-            w.append(f"{rank}n{_idx(feats[p + 'noise'], _POS_EDGES) if feats[p + 'noise'] >= 1.0 else '-'}")
+            w.append(f"{rank}n{_idx(feats[p + 'noise'], _POS_EDGES) if feats[p + 'noise'] >= 1.0 else 'l'}")
         w.append(f"{rank}e{_idx(feats[p + 'env'], _BREACH_EDGES)}")
         if full:
             w.append(f"{rank}m{_idx(feats[p + 'menv'], _BREACH_EDGES)}")
@@ -412,6 +413,43 @@ def text(event: Event, window: Sequence[Record], feats: Features) -> str:
             w.append(f"{rank}v{_idx(feats[p + 'venv'], _BREACH_EDGES)}")
             w.append(f"{rank}u{_idx(feats[p + 'qenv'], _BREACH_EDGES)}")
     return " ".join(w)
+
+
+def _vocabulary() -> list[str]:
+    """Every word ``text`` can produce, so the tokenizer never maps a rare bucket to [UNK]."""
+    nz = len(_Z_EDGES)
+    words: set[str] = set()
+
+    def signed(prefix: str) -> None:
+        words.add(f"{prefix}0")
+        words.update(f"{prefix}{s}{b}" for s in "pn" for b in range(1, nz + 1))
+
+    def plain(prefix: str, edges: Sequence[float]) -> None:
+        words.update(f"{prefix}{b}" for b in range(len(edges) + 1))
+
+    for k in range(1, HISTORY + 1):
+        signed(f"h{k}z")
+        plain(f"h{k}m", _Z_EDGES)
+    plain("w", _LONG_EDGES)
+    plain("s", _NSENS_EDGES)
+    plain("g", _GAP_EDGES)
+    plain("k", _COUNT_EDGES)
+    for rank in "abc":
+        signed(f"{rank}z")
+        signed(f"{rank}d")
+        plain(f"{rank}s", _STUCK_EDGES)
+        plain(f"{rank}e", _BREACH_EDGES)
+    signed("al")
+    signed("ar")
+    plain("aq", _REPEAT_EDGES)
+    plain("an", _POS_EDGES)
+    words.add("anl")
+    for c in "mxvu":
+        plain(f"a{c}", _BREACH_EDGES)
+    return sorted(words)
+
+
+VOCABULARY: list[str] = _vocabulary()
 
 
 def vector(feats: Features) -> list[float]:
