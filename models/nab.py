@@ -291,8 +291,9 @@ class Result:
 def perfect_scores(series: Series) -> list[float]:
     """The perfect detector: 1 at the first scorable row of each window, else 0."""
     out = [0.0] * len(series.ts)
-    for a, _ in series.windows:
-        out[max(a, series.probation)] = 1.0
+    for a, b in series.windows:
+        if b >= series.probation:  # windows wholly inside probation are not scored at all
+            out[max(a, series.probation)] = 1.0
     return out
 
 
@@ -324,3 +325,34 @@ def score_corpus(
 def score_all_profiles(corpus: Sequence[Series], scores: Mapping[str, Sequence[float]]) -> dict[str, Result]:
     """Each profile with its own optimized threshold, as NAB reports them."""
     return {name: score_corpus(corpus, scores, name) for name in PROFILES}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m models.nab --bundle DIR``: score a sensor bundle on NAB through the worker path."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m models.nab", description=(
+        "Score a sensor bundle on the Numenta Anomaly Benchmark through the worker's own path (validation, "
+        "window, encoding, tokenizer, ONNX) and print the NAB score per profile. Corpus: --nab-dir, else "
+        "$STREAMER_NAB_DIR, else ../shared/data/nab."))
+    p.add_argument("--bundle", default=str(REPO / "streamer" / "bundles" / "sensors"), help="sensor bundle directory")
+    p.add_argument("--nab-dir", default=None, help="NAB corpus root (with data/ and labels/)")
+    p.add_argument("--series", action="append", default=None, help="score only these series (repeatable)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="graph variant")
+    p.add_argument("--output", default=None, help="also write the JSON report here")
+    args = p.parse_args(argv)
+    from models.sensor_pipeline import nab_report, nab_scores
+
+    corpus = load_corpus(args.nab_dir, args.series)
+    scores = nab_scores(args.bundle, corpus, threads=args.threads, precision=args.precision)
+    report = nab_report(scores, corpus)
+    text = json.dumps(report, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,307 @@
+"""Sensor bundles end to end: recipe -> normalization -> curriculum -> ONNX -> metrics + NAB -> bundle.
+
+The kind-agnostic steps (tokenizer, classifier, training loop, export, metrics,
+baselines, bundle writer) are ``models.*``; this module adds what sensors need:
+fitted normalization in the card (the encoding refuses sensors without it), the
+NAB stage and NAB scoring, and fine-tuning from normal-only data.
+
+NAB is scored through the worker's own per-event path (``streamer.intake.Intake``
++ ``streamer.scorer.Scorer``: validation, window, encoding, tokenizer, ONNX), so
+the score in the card is what the shipped bundle does on that data, with no
+post-processing: the encoding's long-memory envelope features already make a
+sustained excursion score high once, at its start, rather than on every reading.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import orjson
+
+from models import dataset as ds
+from models import sensor_recipe as sr
+from models.pipeline import Split, _round, per_typology
+from streamer.encoding import sensors as enc
+from streamer.tokens import TokenEncoder
+
+Log = Callable[[str], None]
+NAB_POLICY = (
+    "policy (a): no NAB label is used for training or for any choice of the model; stage two trains on NAB "
+    "values with synthetic faults injected (self-supervised, contrastive normal-vs-fault). Thresholds are "
+    "optimized per profile over the whole corpus, as NAB's own protocol does for every detector. Normalization "
+    "for the sensor 'value' is fitted on the probationary 15% of each series only."
+)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require_label: bool = True,
+            limit: int | None = None) -> Split:
+    """Encode each spec as its own stream (own windows) through ``models.dataset.rows``; keep fault types."""
+    out = Split()
+    for spec in specs:
+        typ: list[str | None] = []
+
+        def tap(stream: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+            for e in stream:
+                typ.append(e.get("fault_type"))
+                yield e
+
+        src = sr.describe(spec)
+        it = ds.rows(tap(sr.events(spec)), enc, card, require_label=require_label, source=src)
+        for r in itertools.islice(it, limit):
+            out.texts.append(r.text)
+            out.labels.append(int(r.label or 0))
+            out.vectors.append(r.vector)
+        out.typologies.extend(typ[: len(out.texts) - len(out.typologies)])
+        out.sources.append(src)
+    return out
+
+
+def default_normalization(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """Sensor statistics for the shipped bundle: synthetic fleets' sensors, plus NAB's ``value`` from probation only."""
+    specs = [s for st in recipe["stages"] for s in st["data"] if "synth" in s]
+    evs = itertools.chain.from_iterable(sr.events({"synth": {**s["synth"], "n_events": min(s["synth"]["n_events"], 30_000)}})
+                                        for s in specs)
+    norm = sr.fit_normalization(evs)
+    if recipe.get("nab"):
+        norm = sr.merge_normalization(norm, sr.fit_normalization(sr.nab_probation_events()))
+    norm["fitted_on"] = "synthetic stage data (first 30k events per spec); NAB 'value': probationary 15% of each series"
+    return norm
+
+
+# -- NAB through the worker path -------------------------------------------------------------
+
+
+def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, threads: int = 1, batch: int = 256,
+               precision: str = "fp32", log: Log = _log) -> dict[str, np.ndarray]:
+    """Per-series scores of a bundle on NAB, event by event as the worker would score them."""
+    from models import nab
+    from streamer.bundle import load_bundle
+    from streamer.intake import Intake, Item
+    from streamer.scorer import Scorer
+
+    corpus = corpus if corpus is not None else nab.load_corpus()
+    bundle = load_bundle(bundle_dir, precision=precision)
+    scorer = Scorer(bundle, "cpu", precision, threads)
+    out: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    for s in corpus:
+        intake = Intake(bundle)  # fresh windows per series (each is its own asset anyway)
+        texts: list[str] = []
+        for i, ev in enumerate(nab.to_events(s, with_labels=False)):
+            item = intake.accept("nab", 0, i, orjson.dumps(ev))
+            if not isinstance(item, Item):
+                raise ValueError(f"NAB {s.name} row {i}: rejected by the bundle: {item.error}")
+            texts.append(item.text)
+        sc = np.empty(len(texts))
+        for b in range(0, len(texts), batch):
+            sc[b : b + batch] = scorer.score_texts(texts[b : b + batch])[0]
+        out[s.name] = sc
+    log(f"NAB: scored {sum(len(v) for v in out.values())} events in {time.perf_counter() - t0:.0f}s")
+    return out
+
+
+def nab_report(scores: Mapping[str, Sequence[float]], corpus: Sequence[Any] | None = None) -> dict[str, Any]:
+    """NAB results per profile (normalized score, raw, threshold) for the card."""
+    from models import nab
+
+    corpus = corpus if corpus is not None else nab.load_corpus()
+    res = nab.score_all_profiles(corpus, scores)
+    return {
+        "profiles": {k: {"score": round(r.normalized, 2), "raw": round(r.raw, 3), "threshold": r.threshold,
+                         "null_raw": round(r.null, 3), "perfect_raw": round(r.perfect, 3)} for k, r in res.items()},
+        "series": len(corpus), "windows": sum(len(s.windows) for s in corpus),
+        "held_out": NAB_POLICY,
+        "scoring": "models/nab.py: NAB v1 rules (scaled sigmoid, earliest detection per window, 15% probation "
+                   "capped at 750 rows, per-profile corpus-wide threshold optimization, 0-100 between the null and "
+                   "perfect detectors); scores from the worker's intake + ONNX path; no detection post-processing",
+        "command": "python -m models.nab --bundle streamer/bundles/sensors",
+        "references_standard": {"Numenta HTM": 70.5, "ARTime": 74.9, "KNN CAD": 58.0, "Random Cut Forest": 51.7},
+    }
+
+
+# -- build -----------------------------------------------------------------------------------
+
+
+def build(
+    out: str | Path,
+    *,
+    preset: str | None = None,
+    steps_scale: float = 1.0,
+    data_scale: float = 1.0,
+    resume: str | Path | None = None,
+    baselines: bool = True,
+    seed: int | None = None,
+    threads: int = 1,
+    progress: bool = True,
+    name: str | None = None,
+    version: str = "1.0.0",
+    command: str | None = None,
+    nab: bool | None = None,
+    log: Log = _log,
+    **_: Any,
+) -> dict[str, Any]:
+    """Train the sensor bundle from its recipe and write it to ``out``; returns the card."""
+    import torch
+
+    from models import classifier as clf
+    from models import evaluate as ev
+    from models import recipes
+    from models import tokenizer as tk
+    from models.bundle import VARIANT_FILES, git_commit, write_bundle, write_card
+    from models.pipeline import evaluate_model_on, export_and_check, speed
+    from models.train import Stage, TrainConfig, train
+
+    t_start = time.perf_counter()
+    recipe = recipes.get("sensor")
+    use_nab = recipe.get("nab", False) if nab is None else nab
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = recipe["seed"] if seed is None else seed
+    preset = preset or recipe["preset"]
+    window = dict(enc.WINDOW)
+
+    def scaled(specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        res = []
+        for s in specs:
+            if "nab_inject" in s and not use_nab:
+                continue
+            s = dict(s)
+            if "synth" in s and data_scale != 1.0:
+                s["synth"] = {**s["synth"], "n_events": max(500, int(s["synth"]["n_events"] * data_scale))}
+            res.append(s)
+        return res
+
+    t0 = time.perf_counter()
+    norm = default_normalization({**recipe, "nab": use_nab})
+    card_ctx = {"name": name or "sensors-deepseek", "version": version, "window": window, "normalization": norm}
+    nab_limit = None if data_scale >= 1.0 else max(2000, int(365_000 * data_scale))
+    stage_splits = []
+    for st in recipe["stages"]:
+        specs = scaled(st["data"])
+        if not specs:
+            continue
+        parts = [prepare([s], card_ctx, limit=nab_limit if "nab_inject" in s else None) for s in specs]
+        merged = Split()
+        for p in parts:
+            merged.texts += p.texts; merged.labels += p.labels; merged.vectors += p.vectors
+            merged.typologies += p.typologies; merged.sources += p.sources
+        stage_splits.append((st, merged))
+    val = prepare(scaled(recipe["validation"]), card_ctx)
+    test = prepare(scaled(recipe["test"]), card_ctx)
+    small = prepare(recipe["test_small"], card_ctx) if recipe.get("test_small") else None
+    t_data = time.perf_counter() - t0
+    log(f"data: {sum(len(s.labels) for _, s in stage_splits)} training rows, {len(val.labels)} validation, "
+        f"{len(test.labels)} test in {t_data:.0f}s")
+
+    tok = tk.train((t for _, s in stage_splits for t in s.texts), enc.VOCABULARY)
+    tok_path = tk.save(tok, out / "tokenizer.json")
+    tokens = TokenEncoder(tok_path, recipe["max_seq_len"], recipe["buckets"])
+    torch.manual_seed(seed)
+    model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)
+
+    stages = []
+    for st, split in stage_splits:
+        steps = max(1, int(st["steps"] * steps_scale))
+        stages.append(Stage(name=st["name"], ids=ds.token_ids(split.texts, tokens), labels=split.labels, steps=steps,
+                            lr=st["lr"], pos_fraction=st["pos_fraction"], warmup=min(st.get("warmup", 100), max(1, steps // 5)),
+                            summary={"data": split.sources}))
+    cfg = TrainConfig(batch_size=recipe["batch_size"], seed=seed, threads=threads, progress=progress)
+    summary = train(model, stages, tokens.pad, cfg, checkpoint_dir=out / ".train", resume=resume, log=log)
+    log(f"training: {summary['wall_s']:.0f}s")
+
+    graphs, checks = export_and_check(model, out, tokens, test.texts[:2000], log=log)
+    val_scores = ev.score_onnx(graphs["fp32"], tokens, val.texts)
+    thresholds = ev.choose_thresholds(val.labels, val_scores, recipe.get("alert_fpr", 1e-3))
+    metrics: dict[str, Any] = {"validation": {"model": ev.metrics(val.labels, val_scores, thresholds["alert"]),
+                                              "data": val.sources}}
+    m, test_scores = evaluate_model_on(graphs["fp32"], tokens, test, thresholds)
+    metrics["test"] = {"data": test.sources, "model": m,
+                       "model_per_fault_type": per_typology(test, test_scores, thresholds["alert"])}
+    log(f"test: model AUPRC {m['auprc']:.4f} recall@0.1%FPR {m['recall_at_fpr_0.1%']:.4f}")
+    if small is not None:
+        ms, _ = evaluate_model_on(graphs["fp32"], tokens, small, thresholds)
+        metrics["test_small"] = {"data": small.sources, "model": ms,
+                                 "note": "re-evaluated by tests/test_sensor_models.py to check reproduction"}
+    for vname in graphs:
+        if vname != "fp32":
+            mv, _ = evaluate_model_on(graphs[vname], tokens, test, thresholds)
+            checks[vname]["test_metrics"] = mv
+            checks[vname]["test_metric_deltas_vs_fp32"] = {k: mv[k] - m[k] for k in ("auprc", "roc_auc", "f1", "recall")}
+    perf = speed(graphs, tokens, test.texts)
+    for vname in graphs:
+        checks[vname]["speed"] = perf[vname]
+
+    if baselines:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        x_tr = np.concatenate([s.x for _, s in stage_splits])
+        y_tr = np.concatenate([s.y for _, s in stage_splits])
+        keep = rng.choice(len(y_tr), size=min(len(y_tr), 150_000), replace=False)
+        gbt, gbt_info = ev.gbt_baseline(x_tr[keep], y_tr[keep], val.x, val.y, seed=seed, grid=ev.GBT_GRID[:1])
+        g_thr = ev.choose_thresholds(val.labels, ev.gbt_scores(gbt, val.x), recipe.get("alert_fpr", 1e-3))["alert"]
+        normal_rows = stage_splits[0][1].x[stage_splits[0][1].y == 0][:20_000]
+        hst = ev.HSTBaseline(enc.FEATURE_NAMES, normal_rows, seed=seed)
+        h_thr = ev.choose_thresholds(val.labels, hst.score_stream(val.x), recipe.get("alert_fpr", 1e-3))["alert"]
+        g = ev.gbt_scores(gbt, test.x)
+        h = hst.score_stream(test.x)
+        metrics["test"]["gbt"] = ev.metrics(test.labels, g, g_thr)
+        metrics["test"]["gbt_per_fault_type"] = per_typology(test, g, g_thr)
+        metrics["test"]["hst"] = ev.metrics(test.labels, h, h_thr)
+        metrics["test"]["hst_per_fault_type"] = per_typology(test, h, h_thr)
+        log(f"test: GBT AUPRC {metrics['test']['gbt']['auprc']:.4f} HST AUPRC {metrics['test']['hst']['auprc']:.4f}")
+        metrics["baselines"] = {"features": list(enc.FEATURE_NAMES), "gbt": gbt_info, "hst": hst.params,
+                                "trained_on": "GBT: 150k rows sampled from all curriculum rows (labels); HST: warm-up on "
+                                              "20k normal stage-one rows (no labels), then score-then-learn",
+                                "thresholds": "each at its own validation FPR 0.1% threshold",
+                                "wall_s": round(time.perf_counter() - t0, 1)}
+
+    card: dict[str, Any] = {
+        "name": card_ctx["name"],
+        "version": version,
+        "kind": "sensor",
+        "encoding_version": enc.ENCODING_VERSION,
+        "max_seq_len": recipe["max_seq_len"],
+        "buckets": list(tokens.buckets),
+        "window": window,
+        "inputs": ["input_ids", "attention_mask"],
+        "input_dtype": "int64",
+        "output": {"name": "logits", "shape": ["batch", 2], "dtype": "float32", "score": "softmax(logits)[:, 1]"},
+        "tokenizer": {"type": "WordLevel", "vocab_size": tok.get_vocab_size(), "pad_id": tokens.pad_id,
+                      "end_id": tokens.end_id, "padding": "right", "truncation": "left"},
+        "thresholds": thresholds,
+        "normalization": norm,
+        "architecture": {**clf.architecture(model), "preset": preset, "init": "random"},
+        "training": {
+            "curriculum": summary["stages"], "seed": seed, "threads": threads, "batch_size": cfg.batch_size,
+            "train_wall_s": summary["wall_s"], "data_prep_s": round(t_data, 1), "build_wall_s": None,
+            "command": command, "commit": git_commit(Path(__file__).resolve().parent.parent),
+            "nab_policy": NAB_POLICY if use_nab else "NAB not used",
+            "deterministic": "torch.use_deterministic_algorithms(True); batches are a function of (seed, stage, step)",
+            "eval_specs": {"validation": recipe["validation"], "test": recipe["test"],
+                           "test_small": recipe.get("test_small")},
+        },
+        "metrics": metrics,
+        "variant_checks": checks,
+    }
+    card = {k: (v if k in ("thresholds", "normalization") else _round(v)) for k, v in card.items()}
+    write_bundle(out, graphs, tok_path, card, model=model)
+    if use_nab:
+        scores = nab_scores(out, threads=threads, log=log)
+        card["metrics"]["nab"] = nab_report(scores)
+        log("NAB: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in card["metrics"]["nab"]["profiles"].items()))
+    card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
+    card = {**card, "variants": {k: VARIANT_FILES[k] for k in graphs}}
+    write_card(out, card)
+    shutil.rmtree(out / ".train", ignore_errors=True)
+    log(f"bundle written to {out} in {card['training']['build_wall_s']:.0f}s")
+    return card
