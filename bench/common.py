@@ -108,7 +108,7 @@ def machine() -> dict[str, Any]:
 
 def bundle_info(bundle: Any) -> dict[str, Any]:
     arch = bundle.card.get("architecture") or {}
-    return {"path": str(bundle.path), "model": bundle.model_id, "parameters": arch.get("parameters"),
+    return {"path": str(bundle.path), "model": bundle.model_id, "digest": bundle.digest(), "parameters": arch.get("parameters"),
             "max_seq_len": bundle.tokens.max_len, "buckets": list(bundle.tokens.buckets),
             "variants": sorted((bundle.card.get("variants") or {"fp32": ""}).keys())}
 

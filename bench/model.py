@@ -50,6 +50,7 @@ class Variant:
     precision: str
     make: Callable[[], Run]
     note: str = ""
+    threads: int = 0
     run: Run | None = field(default=None, repr=False)
 
 
@@ -115,6 +116,8 @@ def torch_eager(checkpoint: Path, device: str, dtype: str, attn: str, experts: s
         model = model.to(device=device, dtype=getattr(torch, dtype)).eval()
 
         def run(ids: np.ndarray, mask: np.ndarray) -> Any:
+            if torch.get_num_threads() != threads:  # torch's pool is process-wide; variants differ in threads
+                torch.set_num_threads(threads)
             with torch.inference_mode():
                 ti = torch.from_numpy(ids).to(device, non_blocking=True)
                 tm = torch.from_numpy(mask).to(device, non_blocking=True)
@@ -126,25 +129,29 @@ def torch_eager(checkpoint: Path, device: str, dtype: str, attn: str, experts: s
 
 
 def variants(bundle: Any, device: str, threads: int) -> list[Variant]:
+    """Every way this host can run the bundle, at ``threads`` intra-op threads (names end in "·Nt")."""
     paths = {k: bundle.path / v for k, v in (bundle.card.get("variants") or {"fp32": "model.onnx"}).items()}
     ck = bundle.path / "checkpoint"
-    out = [Variant(REFERENCE, "onnx", "cpu", "fp32", onnx_plain(paths["fp32"], "cpu", threads), "the worker's CPU path")]
+    t = f" ·{threads}t"
+    out = [Variant(REFERENCE + t, "onnx", "cpu", "fp32", onnx_plain(paths["fp32"], "cpu", threads), "the worker's CPU path")]
     if "int8" in paths:
-        out.append(Variant("onnx cpu int8", "onnx", "cpu", "int8", onnx_plain(paths["int8"], "cpu", threads), "dynamic int8 (weights)"))
-    out.append(Variant("onnx cpu fp32 iobinding", "onnx", "cpu", "fp32", onnx_scorer(bundle, "cpu", "fp32", threads, True),
+        out.append(Variant("onnx cpu int8" + t, "onnx", "cpu", "int8", onnx_plain(paths["int8"], "cpu", threads), "dynamic int8 (weights)"))
+    out.append(Variant("onnx cpu fp32 iobinding" + t, "onnx", "cpu", "fp32", onnx_scorer(bundle, "cpu", "fp32", threads, True),
                        "preallocated buffers, bound output (the GPU path's code on CPU)"))
     if (ck / "config.json").is_file():
-        out.append(Variant("torch cpu fp32 sdpa+grouped_mm", "torch", "cpu", "fp32", torch_eager(ck, "cpu", "float32", "sdpa", None, threads),
+        out.append(Variant("torch cpu fp32 sdpa+grouped_mm" + t, "torch", "cpu", "fp32", torch_eager(ck, "cpu", "float32", "sdpa", None, threads),
                            "transformers defaults"))
-        out.append(Variant("torch cpu fp32 eager+dense", "torch", "cpu", "fp32", torch_eager(ck, "cpu", "float32", "eager", "dense", threads),
+        out.append(Variant("torch cpu fp32 eager+dense" + t, "torch", "cpu", "fp32", torch_eager(ck, "cpu", "float32", "eager", "dense", threads),
                            "the training/export formulation"))
     if device == "cuda":
-        out.append(Variant("onnx cuda fp32", "onnx", "cuda", "fp32", onnx_scorer(bundle, "cuda", "fp32", threads, True), "IO binding, pinned"))
-        out.append(Variant("onnx cuda fp16", "onnx", "cuda", "fp16", onnx_scorer(bundle, "cuda", "fp16", threads, True), "IO binding, pinned (the GPU default)"))
-        out.append(Variant("onnx cuda fp16 plain", "onnx", "cuda", "fp16", onnx_scorer(bundle, "cuda", "fp16", threads, False), "session.run with numpy feeds"))
+        out.append(Variant("onnx cuda fp32" + t, "onnx", "cuda", "fp32", onnx_scorer(bundle, "cuda", "fp32", threads, True), "IO binding, pinned"))
+        out.append(Variant("onnx cuda fp16" + t, "onnx", "cuda", "fp16", onnx_scorer(bundle, "cuda", "fp16", threads, True), "IO binding, pinned (the GPU default)"))
+        out.append(Variant("onnx cuda fp16 plain" + t, "onnx", "cuda", "fp16", onnx_scorer(bundle, "cuda", "fp16", threads, False), "session.run with numpy feeds"))
         if (ck / "config.json").is_file():
-            out.append(Variant("torch cuda bf16 sdpa+grouped_mm", "torch", "cuda", "bf16", torch_eager(ck, "cuda", "bfloat16", "sdpa", None, threads)))
-            out.append(Variant("torch cuda bf16 eager+dense", "torch", "cuda", "bf16", torch_eager(ck, "cuda", "bfloat16", "eager", "dense", threads)))
+            out.append(Variant("torch cuda bf16 sdpa+grouped_mm" + t, "torch", "cuda", "bf16", torch_eager(ck, "cuda", "bfloat16", "sdpa", None, threads)))
+            out.append(Variant("torch cuda bf16 eager+dense" + t, "torch", "cuda", "bf16", torch_eager(ck, "cuda", "bfloat16", "eager", "dense", threads)))
+    for v in out:
+        v.threads = threads
     return out
 
 
@@ -206,15 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", help="bundle directory (default: the shipped transaction bundle)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda adds the GPU variants")
     ap.add_argument("--batch-sizes", default="1,8,64,256")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="intra-op threads (onnxruntime and torch)")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every measurement")
-    ap.add_argument("--seconds", type=float, default=1.5, help="seconds per measurement")
+    ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}" if (os.cpu_count() or 1) > 1 else "1",
+                    help="comma-separated intra-op thread counts (onnxruntime and torch alike)")
+    ap.add_argument("--rounds", type=int, default=8, help="interleaved repetitions of every measurement")
+    ap.add_argument("--seconds", type=float, default=0.5, help="seconds per measurement")
     ap.add_argument("--quality-events", type=int, default=30000, help="events of the held-out split for the int8 AUPRC check (0: skip)")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only matching variants (plus the reference)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 0.3 s each, 3k quality events")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.quality_events = 1, 0.3, min(args.quality_events, 3000)
+    thread_counts = sorted({int(x) for x in str(args.threads).split(",") if x})
 
     from streamer.bundle import load_bundle
 
@@ -222,13 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     texts, _ = stream_texts(bundle, 4096, seed=4242, skip=1000)
     batches = {b: make_batches(bundle, texts, b, 8 if b <= 64 else 4) for b in sizes}
-    print(f"bundle {bundle.model_id} ({bundle_info(bundle)['parameters']} parameters), {args.threads} threads, "
+    print(f"bundle {bundle.model_id} ({bundle_info(bundle)['parameters']} parameters), threads {thread_counts}, "
           f"mean {np.mean([len(r) for r in bundle.tokens.ids(texts)]):.1f} tokens/event")
 
-    vs = variants(bundle, args.device, args.threads)
+    vs = [v for t in thread_counts for v in variants(bundle, args.device, t)]
     if args.only:
         keys = [k for k in args.only.split(",") if k]
-        vs = [v for v in vs if v.name == REFERENCE or any(k in v.name for k in keys)]
+        vs = [v for v in vs if v.name.startswith(REFERENCE) or any(k in v.name for k in keys)]
     skipped = {}
     for v in vs:
         try:
@@ -249,38 +258,49 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = summarise(vs, sizes, raw, args.rounds)
     show(rows, sizes)
-    quality = int8_quality(bundle, args.quality_events, args.threads) if args.quality_events else {"skipped": "--quality-events 0"}
+    quality = int8_quality(bundle, args.quality_events, max(thread_counts)) if args.quality_events else {"skipped": "--quality-events 0"}
     if "auprc_delta_int8_minus_fp32" in quality:
         print(f"\nint8 quality on {quality['rows']:,} held-out events ({quality['positives']} positives): AUPRC fp32 "
               f"{quality['fp32']['auprc']:.4f}, int8 {quality['int8']['auprc']:.4f}, delta {quality['auprc_delta_int8_minus_fp32']:+.4f}; "
               f"card (full test split) delta {quality.get('card_test_auprc_delta')}; alert agreement {quality['alert_agreement']:.4f}")
     path = write_result("model", {"bundle": bundle_info(bundle), "settings": vars(args), "skipped": skipped,
-                                  "variants": {v.name: {"engine": v.engine, "device": v.device, "precision": v.precision, "note": v.note} for v in vs},
+                                  "variants": {v.name: {"engine": v.engine, "device": v.device, "precision": v.precision, "threads": v.threads, "note": v.note} for v in vs},
                                   "rows": rows, "int8_quality": quality}, args.quick)
     print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
 
 
 def summarise(vs: list[Variant], sizes: list[int], raw: dict, rounds: int) -> list[dict[str, Any]]:
-    """Per variant and batch size: median [range] of events/s, tokens/s and of the per-round ratios."""
+    """Per variant and batch size: median [range] of events/s and tokens/s, and ratios.
+
+    Ratios are paired within a round (same batch size, measured back to back)
+    against the variants with the same thread count: ``x_onnx_fp32`` against
+    the ONNX fp32 session, ``x_torch_best`` against the faster torch
+    configuration on the same device. ``best_ratio_*`` divides the best
+    (highest) rate of each over all rounds: interference on a shared machine
+    only ever slows a run down, so best-of-rounds is the least disturbed figure.
+    """
     rows = []
-    torch_names = [v.name for v in vs if v.engine == "torch" and v.device == "cpu"]
-    gpu_torch = [v.name for v in vs if v.engine == "torch" and v.device == "cuda"]
     for b in sizes:
         for v in vs:
             ms = raw[(v.name, b)]
-            row: dict[str, Any] = {"variant": v.name, "engine": v.engine, "device": v.device, "precision": v.precision, "batch": b,
-                                   "events_per_s": spread([m["events_per_s"] for m in ms]),
+            same = [u for u in vs if u.threads == v.threads]
+            row: dict[str, Any] = {"variant": v.name, "engine": v.engine, "device": v.device, "precision": v.precision, "threads": v.threads,
+                                   "batch": b, "events_per_s": spread([m["events_per_s"] for m in ms]),
                                    "tokens_per_s": spread([m["tokens_per_s"] for m in ms]),
                                    "padded_tokens_per_s": spread([m["padded_tokens_per_s"] for m in ms]),
                                    "ms_per_batch": spread([m["ms_per_batch"] for m in ms])}
-            ref = raw.get((REFERENCE, b))
+            ref = raw.get((next(u.name for u in same if u.name.startswith(REFERENCE)), b))
+            best = max(m["events_per_s"] for m in ms)
             if ref:
                 row["x_onnx_fp32"] = spread([m["events_per_s"] / r["events_per_s"] for m, r in zip(ms, ref)])
-            base = gpu_torch if v.device == "cuda" and gpu_torch else torch_names
+                row["best_ratio_onnx_fp32"] = best / max(r["events_per_s"] for r in ref)
+            dev = [u.name for u in same if u.engine == "torch" and u.device == v.device]
+            base = dev or [u.name for u in same if u.engine == "torch" and u.device == "cpu"]
             if base:
-                best = [max(raw[(n, b)][i]["events_per_s"] for n in base) for i in range(rounds)]
-                row["x_torch_best"] = spread([m["events_per_s"] / t for m, t in zip(ms, best)])
+                per_round = [max(raw[(n, b)][i]["events_per_s"] for n in base) for i in range(rounds)]
+                row["x_torch_best"] = spread([m["events_per_s"] / t for m, t in zip(ms, per_round)])
+                row["best_ratio_torch"] = best / max(per_round)
             rows.append(row)
     return rows
 
@@ -288,10 +308,10 @@ def summarise(vs: list[Variant], sizes: list[int], raw: dict, rounds: int) -> li
 def show(rows: list[dict[str, Any]], sizes: list[int]) -> None:
     for b in sizes:
         sel = [r for r in rows if r["batch"] == b]
-        print_table(["variant", "events/s", "tokens/s", "ms/batch", "× onnx cpu fp32", "× torch (best, same device)"],
-                    [[r["variant"], fmt_range(r["events_per_s"]), fmt_range(r["tokens_per_s"]), fmt_range(r["ms_per_batch"], 2),
-                      fmt_range(r["x_onnx_fp32"], 2, "×") if "x_onnx_fp32" in r else "",
-                      fmt_range(r["x_torch_best"], 2, "×") if "x_torch_best" in r else ""] for r in sel],
+        print_table(["variant", "events/s", "best", "tokens/s", "ms/batch", "× onnx fp32 (paired)", "best/best", "× torch (paired)", "best/best"],
+                    [[r["variant"], fmt_range(r["events_per_s"]), f"{r['events_per_s']['max']:,.0f}", fmt_range(r["tokens_per_s"]), fmt_range(r["ms_per_batch"], 2),
+                      fmt_range(r["x_onnx_fp32"], 2, "×") if "x_onnx_fp32" in r else "", f"{r['best_ratio_onnx_fp32']:.2f}×" if "best_ratio_onnx_fp32" in r else "",
+                      fmt_range(r["x_torch_best"], 2, "×") if "x_torch_best" in r else "", f"{r['best_ratio_torch']:.2f}×" if "best_ratio_torch" in r else ""] for r in sel],
                     title=f"batch {b}: median [min–max] over rounds")
 
 
