@@ -44,6 +44,9 @@ def _add_lora_flags(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from models.pipeline import build
 
+    if args.kind == "sensor":  # fitted normalization, the NAB stage and NAB scores: models/sensor_pipeline.py
+        from models.sensor_pipeline import build
+
     out = args.out or str(DEFAULT_BUNDLES[args.kind])
     card = build(args.kind, out, preset=args.preset, steps_scale=args.steps_scale, data_scale=args.data_scale,
                  resume=args.resume, base=args.base, lora=_lora(args), baselines=not args.no_baselines,
@@ -55,6 +58,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_fine_tune(args: argparse.Namespace) -> int:
+    import models.sensor_recipe  # noqa: F401  (registers the sensor fine-tuner: normal-only data)
     from models.finetune import fine_tune
 
     lora = _lora(args) if args.lora else None

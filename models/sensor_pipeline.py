@@ -305,3 +305,147 @@ def build(
     shutil.rmtree(out / ".train", ignore_errors=True)
     log(f"bundle written to {out} in {card['training']['build_wall_s']:.0f}s")
     return card
+
+
+# -- fine-tune from normal-only data ------------------------------------------------------------
+
+
+def fine_tune_sensor(
+    bundle: str | Path,
+    train_path: str | Path,
+    out: str | Path,
+    *,
+    steps: int = 400,
+    lr: float = 3e-4,
+    batch_size: int = 128,
+    pos_fraction: float = 0.3,
+    val_fraction: float = 0.2,
+    fault_rate: float = 0.08,
+    replay_events: int = 20_000,
+    lora: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    threads: int = 1,
+    progress: bool = True,
+    version_suffix: str = "ft",
+    command: str | None = None,
+    log: Log = _log,
+    **_: Any,
+) -> dict[str, Any]:
+    """Adapt a sensor bundle to a user's normal-only readings (sensor names may be new).
+
+    1. fit normalization (fleet-wide and per asset) on the training part and add it to the card,
+       so the encoding accepts the new sensor names;
+    2. inject synthetic faults into the user's stream (``inject_faults``: scaled to each asset's own
+       spread) -- the data as it is is "normal", the injected readings are "faulty";
+    3. fine-tune from the bundle's checkpoint, with a replay of synthetic fleets against forgetting;
+    4. re-pick thresholds on the newest ``val_fraction`` of the stream (time-ordered: the future never trains).
+    """
+    from transformers import DeepseekV3ForSequenceClassification
+
+    from models import classifier as clf
+    from models import evaluate as ev
+    from models.bundle import CHECKPOINT_DIR, VARIANT_FILES, git_commit, read_card, write_bundle
+    from models.pipeline import export_and_check
+    from models.train import Stage, TrainConfig, train
+    from streamer.bundle import load_bundle
+    from streamer.synth.sensors import inject_faults
+    from streamer.validation import Invalid, check_sensor
+
+    t_start = time.perf_counter()
+    base = load_bundle(bundle)
+    card = read_card(bundle)
+    if card.get("kind") != "sensor":
+        raise ValueError(f"{bundle}: a {card.get('kind')!r} bundle; fine_tune_sensor needs a sensor bundle")
+    ck = Path(bundle) / CHECKPOINT_DIR
+    if not (ck / "config.json").is_file():
+        raise FileNotFoundError(f"{bundle}: no {CHECKPOINT_DIR}/ with torch weights; rebuild it with `model train`")
+
+    events: list[dict[str, Any]] = []
+    for i, raw in enumerate(ds.read_jsonl(train_path), 1):
+        try:
+            e = check_sensor(dict(raw))
+        except Invalid as exc:
+            raise ds.DataError(f"{train_path}: row {i} (event_id={raw.get('event_id')!r}): {exc}") from None
+        events.append({k: v for k, v in e.items() if k != "label" or v is not None})
+    n = len(events)
+    if n < 50:
+        raise ValueError(f"{train_path}: {n} events; need at least 50 normal readings to fit and fine-tune")
+    cut = int(n * (1 - val_fraction))
+    try:
+        fitted = sr.fit_normalization(events[:cut], per_asset=True)
+    except sr.NormalizationError as exc:
+        raise ValueError(f"{train_path}: {exc}") from None
+    new_names = sorted(set(fitted["sensors"]) - set((card.get("normalization") or {}).get("sensors") or {}))
+    norm = sr.merge_normalization(card.get("normalization"), fitted)
+    norm["fitted_on"] = f"{(card.get('normalization') or {}).get('fitted_on', 'base')}; fine-tune: first {cut} events of {train_path}"
+    new_card = {**card, "normalization": norm}
+    log(f"fitted normalization for {len(fitted['sensors'])} sensors ({len(new_names)} new: {new_names[:8]}"
+        f"{'...' if len(new_names) > 8 else ''}) over {len(fitted.get('assets', {}))} assets")
+
+    injected = list(inject_faults(events, seed=seed, fault_rate=fault_rate))
+    for e, src in zip(injected, events):  # readings the user labelled as faults stay faults
+        if src.get("label") == 1:
+            e["label"] = 1
+    texts, labels, types = [], [], []
+    for r, e in zip(ds.rows(injected, enc, new_card, source=str(train_path)), injected):
+        texts.append(r.text)
+        labels.append(int(r.label or 0))
+        types.append(e.get("fault_type"))
+    train_split = Split(texts[:cut], labels[:cut], [], types[:cut], [str(train_path)])
+    val = Split(texts[cut:], labels[cut:], [], types[cut:], [str(train_path)])
+    ids = ds.token_ids(train_split.texts, base.tokens)
+    y = list(train_split.labels)
+    replay = None
+    if replay_events:
+        spec = {"synth": {"n_events": replay_events, "seed": 9000 + seed, "fault_rate": 0.04, "n_assets": 12}}
+        rep = prepare([spec], new_card)
+        ids += ds.token_ids(rep.texts, base.tokens)
+        y += rep.labels
+        replay = {"data": rep.sources, "rows": len(rep.labels), "positives": int(sum(rep.labels))}
+
+    model = DeepseekV3ForSequenceClassification.from_pretrained(ck, attn_implementation="eager")
+    model = clf.use_dense_experts(model)
+    if lora:
+        model = clf.add_lora(model, **dict(lora))
+    stage = Stage(name="fine-tune", ids=ids, labels=y, steps=steps, lr=lr, pos_fraction=pos_fraction,
+                  warmup=min(50, max(1, steps // 5)),
+                  summary={"data": f"{train_path} with injected faults (fault_rate={fault_rate}, seed={seed})",
+                           "replay": replay})
+    summary = train(model, [stage], base.tokens.pad, TrainConfig(batch_size=batch_size, seed=seed, threads=threads,
+                                                                  progress=progress),
+                    checkpoint_dir=Path(out) / ".train", log=log)
+    model = clf.merge_lora(model)
+    graphs, checks = export_and_check(model, Path(out), base.tokens, texts[:2000], log=log)
+    val_scores = ev.score_onnx(graphs["fp32"], base.tokens, val.texts)
+    target_fpr = card["thresholds"].get("target_fpr", 1e-3)
+    thresholds = ev.choose_thresholds(val.labels, val_scores, target_fpr)
+    thresholds["chosen_on"] = f"newest {val_fraction:.0%} of {train_path} (injected faults as positives)"
+    metrics = {"validation": {"model": ev.metrics(val.labels, val_scores, thresholds["alert"]),
+                              "model_per_fault_type": per_typology(val, val_scores, thresholds["alert"]),
+                              "data": f"newest {val_fraction:.0%} of {train_path}, synthetic faults injected "
+                                      f"(seed={seed}, fault_rate={fault_rate})"},
+               "base_metrics": {"note": f"metrics of the base bundle {card['name']}@{card['version']}, "
+                                        "not re-measured after fine-tuning", **(card.get("metrics") or {})}}
+    out_card = dict(new_card)
+    out_card.update(
+        version=f"{card['version']}+{version_suffix}",
+        thresholds=thresholds,
+        metrics=_round(metrics),
+        variant_checks=_round(checks),
+        architecture={**clf.architecture(model), "init": f"fine-tuned from {card['name']}@{card['version']}",
+                      "lora": dict(lora) if lora else None},
+        training={
+            "base": f"{card['name']}@{card['version']}", "base_training": card.get("training", {}).get("curriculum"),
+            "curriculum": _round(summary["stages"]), "seed": seed, "threads": threads,
+            "train_wall_s": summary["wall_s"], "command": command,
+            "commit": git_commit(Path(__file__).resolve().parent.parent),
+            "build_wall_s": round(time.perf_counter() - t_start, 1),
+            "new_sensors": new_names,
+            "rows": {"train": len(train_split.labels), "validation": len(val.labels),
+                     "train_positives_injected": int(sum(train_split.labels))},
+        },
+    )
+    write_bundle(out, graphs, Path(bundle) / "tokenizer.json", out_card, model=model)
+    shutil.rmtree(Path(out) / ".train", ignore_errors=True)
+    log(f"fine-tuned sensor bundle written to {out}")
+    return {**out_card, "variants": {k: VARIANT_FILES[k] for k in graphs}}

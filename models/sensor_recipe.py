@@ -148,3 +148,18 @@ def nab_probation_events(path: Any = None) -> Iterator[dict[str, Any]]:
             if i >= s.probation:
                 break
             yield ev
+
+
+def _fine_tune(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from models.sensor_pipeline import fine_tune_sensor
+
+    return fine_tune_sensor(*args, **kwargs)
+
+
+def _register_fine_tuner() -> None:
+    from models import finetune
+
+    finetune.register(KIND, _fine_tune)
+
+
+_register_fine_tuner()
