@@ -287,7 +287,13 @@ class Worker:
                 continue
             async with self._rebalance_lock:
                 if generation != self._generation:
-                    continue  # fetched under the previous assignment; fetched again from the committed offsets
+                    # Fetched across a rebalance: the consumer's position already moved past these
+                    # records, so rewind to the committed offset or they would never be seen again.
+                    for tp in batches:
+                        if tp in self.assigned:
+                            committed = await consumer.committed(tp)
+                            consumer.seek(tp, committed if committed is not None else batches[tp][0].offset)
+                    continue
                 received = time.time()
                 for tp, msgs in batches.items():
                     lane = self.by_topic[tp.topic]
