@@ -82,6 +82,7 @@ class SensorDataError(ValueError):
 
 
 STATE_KEY = "_sensor_state"
+_GET_R = itemgetter("r")
 
 
 def record(event: Event) -> Record:
@@ -268,11 +269,11 @@ def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: lis
 
 
 def _history(rs: list[Mapping[str, float]], name: str) -> list[float]:
-    """One sensor's values in the window, oldest first (C-level fast path when every record has it)."""
-    try:
-        return list(map(itemgetter(name), rs))
-    except KeyError:
-        return [r[name] for r in rs if name in r]
+    """One sensor's values in the window, oldest first (C-level maps; records may lack the sensor)."""
+    vals = list(map(dict.get, rs, repeat(name, len(rs))))
+    if None in vals:
+        return [x for x in vals if x is not None]
+    return vals
 
 
 def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | None) -> Features:
@@ -285,7 +286,7 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
     readings = event["readings"]
     if not readings:
         raise SensorDataError("readings: empty; a sensor event needs 1-256 readings")
-    rs = [rec["r"] for rec in window]
+    rs = list(map(_GET_R, window))
     fleet, per_asset = _known(card, event.get("asset_id"))
     prev_state = window[-1].get("s") if window else None
     state = dict(prev_state) if prev_state else {}
@@ -303,7 +304,8 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
 
     n_hist = len(window)
     if n_hist:
-        gaps = sorted(window[i]["ts"] - window[i - 1]["ts"] for i in range(max(1, n_hist - 32), n_hist))
+        ts = [r["ts"] for r in window[-17:]]
+        gaps = sorted(map(sub, ts[1:], ts[:-1]))
         usual = _median_sorted(gaps) if gaps else 0
         gap = event["ts"] - window[-1]["ts"]
         gap_ratio = gap / usual if usual > 0 else (1.0 if gap <= 0 else 8.0)
