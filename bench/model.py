@@ -156,12 +156,13 @@ def variants(bundle: Any, device: str, threads: int) -> list[Variant]:
 
 
 # ---------------------------------------------------------------- measuring
-def measure(run: Run, batches: list[tuple[np.ndarray, np.ndarray]], seconds: float) -> dict[str, float]:
+def measure(run: Run, batches: list[tuple[np.ndarray, np.ndarray]], seconds: float, warm: bool = True) -> dict[str, float]:
     """events/s and tokens/s (real tokens, i.e. attention-mask ones) of ``run`` cycling through ``batches``."""
     real = [int(m.sum()) for _, m in batches]
     padded = [int(m.size) for _, m in batches]
-    for ids, mask in batches[:2]:
-        run(ids, mask)  # warm-up: first-shape costs (allocations, kernel selection) are not steady state
+    if warm:  # first-shape costs (allocations, kernel selection) are not steady state
+        for ids, mask in batches:
+            run(ids, mask)
     counts = {"real": 0, "padded": 0}
 
     def one(i: int) -> int:
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-sizes", default="1,8,64,256")
     ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}" if (os.cpu_count() or 1) > 1 else "1",
                     help="comma-separated intra-op thread counts (onnxruntime and torch alike)")
-    ap.add_argument("--rounds", type=int, default=8, help="interleaved repetitions of every measurement")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved repetitions of every measurement")
     ap.add_argument("--seconds", type=float, default=0.5, help="seconds per measurement")
     ap.add_argument("--quality-events", type=int, default=30000, help="events of the held-out split for the int8 AUPRC check (0: skip)")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only matching variants (plus the reference)")
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             for v in vs:
                 gc.collect()
                 time.sleep(0.1)  # let the previous engine's spinning threads go idle
-                raw.setdefault((v.name, b), []).append(measure(v.run, batches[b], args.seconds))
+                raw.setdefault((v.name, b), []).append(measure(v.run, batches[b], args.seconds, warm=r == 0))
         print(f"round {r + 1}/{args.rounds} done")
 
     rows = summarise(vs, sizes, raw, args.rounds)

@@ -34,7 +34,7 @@ def _load(path: Path | None, name: str) -> dict[str, Any] | None:
     return doc
 
 
-def plot(model: dict[str, Any] | None, batcher: dict[str, Any] | None, out: Path) -> Path:
+def plot(model: dict[str, Any] | None, batcher: dict[str, Any] | None, out: Path, threads: int | None = 1) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,17 +43,21 @@ def plot(model: dict[str, Any] | None, batcher: dict[str, Any] | None, out: Path
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     (ax_tp, ax_ms), (ax_btp, ax_blat) = axes
     if model:
-        variants = list(dict.fromkeys(r["variant"] for r in model["rows"]))
+        have = sorted({r.get("threads") for r in model["rows"]} - {None})
+        pick = threads if threads in have else (have[0] if have else None)
+        mrows = [r for r in model["rows"] if pick is None or r.get("threads") == pick]
+        variants = list(dict.fromkeys(r["variant"] for r in mrows))
         for v in variants:
-            rows = sorted((r for r in model["rows"] if r["variant"] == v), key=lambda r: r["batch"])
+            rows = sorted((r for r in mrows if r["variant"] == v), key=lambda r: r["batch"])
             xs = [r["batch"] for r in rows]
             style = "--" if "torch" in v else "-"
             for ax, key in ((ax_tp, "events_per_s"), (ax_ms, "ms_per_batch")):
                 med = [r[key]["median"] for r in rows]
                 line, = ax.plot(xs, med, style, marker="o", label=v)
                 ax.fill_between(xs, [r[key]["min"] for r in rows], [r[key]["max"] for r in rows], color=line.get_color(), alpha=0.12)
-        ax_tp.set_title(f"model alone: events/s (median, band = min–max)\n{model['_path']}", fontsize=9)
-        ax_ms.set_title("model alone: time per batch (ms)", fontsize=9)
+        tt = f", {pick} intra-op thread(s)" if pick else ""
+        ax_tp.set_title(f"model alone{tt}: events/s (median, band = min–max)\n{model['_path']}", fontsize=9)
+        ax_ms.set_title(f"model alone{tt}: time per batch (ms)", fontsize=9)
         for ax in (ax_tp, ax_ms):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -103,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, help="model results JSON (default: newest full run)")
     ap.add_argument("--batcher", type=Path, help="batcher results JSON (default: newest full run)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--threads", type=int, default=1, help="which intra-op thread count of the model results to plot")
     args = ap.parse_args(argv)
     model, batcher = _load(args.model, "model"), _load(args.batcher, "batcher")
     if not model and not batcher:
         raise SystemExit("no results yet: run python -m bench.model and python -m bench.batcher first")
-    path = plot(model, batcher, args.out)
+    path = plot(model, batcher, args.out, args.threads)
     print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
 

@@ -3,6 +3,8 @@
     python -m bench.scaling                    # real bundle, 1/2/4/8 processes, 2 repeats
     python -m bench.scaling --quick            # smoke run: 1 and 2 processes, small backlog
     python -m bench.scaling --bundle DIR --processes 1,2,4
+    python -m bench.scaling --noop             # the worker without the model: host-side cost per event
+    python -m bench.scaling --device cuda      # GPU host: processes sharing one GPU
 
 Each run: an input topic with ``--partitions`` (>= 8) partitions on the
 embedded broker, N worker processes (``python -m streamer.cli worker``, device
@@ -63,11 +65,12 @@ def events(n: int, seed: int) -> list[bytes]:
     return [orjson.dumps(e) for e in itertools.islice(for_kind("transaction").generate(n, seed, start_ms=int(time.time() * 1000) - 3_600_000), n)]
 
 
-def worker_cmd(brokers: str, tag: str, topic_in: str, bundle: str, threads: int, partitions: int, extra: list[str]) -> list[str]:
+def worker_cmd(brokers: str, tag: str, topic_in: str, bundle: str, threads: int, partitions: int, extra: list[str],
+               device: str = "cpu") -> list[str]:
     return [sys.executable, "-m", "streamer.cli", "worker", "--bundle", bundle, "--brokers", brokers, "--group-id", f"scale-{tag}",
             "--transactions-topic", topic_in, "--sensors-topic", "", "--scores-topic", f"scores-{tag}",
             "--alerts-topic", f"alerts-{tag}", "--dead-letters-topic", f"dlq-{tag}", "--partitions", str(partitions),
-            "--device", "cpu", "--intra-op-threads", str(threads), "--metrics-port", "0", "--reload-watch-s", "0",
+            "--device", device, "--intra-op-threads", str(threads), "--metrics-port", "0", "--reload-watch-s", "0",
             "--log-level", "INFO", *extra]
 
 
@@ -146,12 +149,13 @@ def run_once(broker: EmbeddedBroker, n_proc: int, args: argparse.Namespace, back
     topic_in = f"scale-in-{tag}"
     asyncio.run(ensure_topics(broker.bootstrap, [topic_in, f"scores-{tag}", f"alerts-{tag}", f"dlq-{tag}"], args.partitions))
     cores = os.cpu_count() or 1
-    threads = max(1, cores // n_proc)
+    threads = max(1, cores // n_proc) if args.device == "cpu" else 1  # on a GPU the CPU only does the host side
+    extra = args.worker_args.split() + (["--noop-scorer"] if args.noop else [])
     logs = [logdir / f"{tag}-w{i}.log" for i in range(n_proc)]
     procs = []
     for log in logs:
         with open(log, "wb") as fh:
-            procs.append(subprocess.Popen(worker_cmd(broker.bootstrap, tag, topic_in, args.bundle, threads, args.partitions, args.worker_args.split()),
+            procs.append(subprocess.Popen(worker_cmd(broker.bootstrap, tag, topic_in, args.bundle, threads, args.partitions, extra, args.device),
                                           stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True))
     try:
         settle_s = wait_stable(logs, procs, args.partitions, timeout=args.join_timeout)
@@ -186,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="repeats (the order of process counts alternates)")
     ap.add_argument("--join-timeout", type=float, default=120.0)
     ap.add_argument("--worker-args", default="", help="extra worker flags, e.g. '--max-batch 128'")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: processes share the GPU (one intra-op thread each)")
+    ap.add_argument("--noop", action="store_true", help="workers skip the model (--noop-scorer): the host side's cost alone, "
+                                                         "which sets how many processes one GPU needs")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 processes, 2000 events, 1 repeat")
     args = ap.parse_args(argv)
     if args.quick:
@@ -219,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                 [[r["processes"], r["intra_op_threads"], fmt_range(r["steady_events_per_s"]), fmt_range(r["first_to_last_events_per_s"]),
                   fmt_range(r["x_one_process"], 2, "×") if r["x_one_process"] else "", fmt_range(r["cores_busy"], 2),
                   fmt_range(r["worker_cpu_ms_per_event"], 2)] for r in rows],
-                title=f"scaling on {os.cpu_count()} cores: median [min–max] over {args.repeats} repeat(s)")
-    path = write_result("scaling", {"bundle": bundle_info(bundle), "settings": vars(args), "rows": rows, "runs": runs}, args.quick)
+                title=f"scaling on {os.cpu_count()} cores ({'no-op scorer: host side only' if args.noop else args.device}): "
+                      f"median [min–max] over {args.repeats} repeat(s)")
+    path = write_result("scaling-noop" if args.noop else "scaling", {"bundle": bundle_info(bundle), "settings": vars(args), "rows": rows, "runs": runs}, args.quick)
     print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return 0
 
