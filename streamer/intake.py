@@ -16,7 +16,7 @@ from streamer.bundle import Bundle
 from streamer.records import KIND_ENTITY
 from streamer.state import WindowStore
 from streamer.validation import MAX_MESSAGE_BYTES, VALIDATORS
-from streamer.windows import context, push
+from streamer.windows import context
 
 
 @dataclass(slots=True)
@@ -54,7 +54,7 @@ class Intake:
         self.max_events = int(max_events or trained.get("max_events", 32))
         self.max_age_ms = int(max_age_s * 1000) if max_age_s else int(trained.get("max_age_ms", 86_400_000))
         self.max_message_bytes = max_message_bytes
-        self.store = WindowStore(self.kind, keep_events=2 * self.max_events)
+        self.store = WindowStore(self.kind, keep_events=2 * self.max_events, max_age_ms=self.max_age_ms)
 
     def rebind(self, bundle: Bundle) -> None:
         """Serve a new bundle of the same kind and encoding (hot reload keeps the windows)."""
@@ -69,7 +69,11 @@ class Intake:
         entity = event[self.entity_field]
         window = self.store.get(partition, entity)
         replay = bool(window) and window[-1].get("o", -1) >= offset
-        ctx = context(window, event["ts"], self.max_events, self.max_age_ms, offset if replay else None)
+        seen = self.store.before(partition, entity, offset) if replay else None  # exact, when the store kept it
+        if seen is not None:
+            ctx = context(seen, event["ts"], self.max_events, self.max_age_ms)
+        else:
+            ctx = context(window, event["ts"], self.max_events, self.max_age_ms, offset if replay else None)
         try:
             feats = self.encoding.features(event, ctx, self.bundle.card)
             text = self.encoding.text(event, ctx, feats)
@@ -78,5 +82,5 @@ class Intake:
         if not replay:
             rec = self.encoding.record(event)
             rec["o"] = offset
-            self.store.put(partition, entity, push(window, rec, self.store.keep_events, self.max_age_ms))
+            self.store.push(partition, entity, rec)
         return Item(self.kind, tp, offset, event, entity, feats, text, received if received is not None else time.time())

@@ -46,7 +46,7 @@ from streamer.metrics import Metrics
 from streamer.records import alert_record, dead_letter, now_ms, score_record
 from streamer.scorer import NoopScorer, Scorer
 from streamer.settings import Settings
-from streamer.state import decode_window
+from streamer.state import decode_state
 from streamer.validation import reason_code
 
 log = logging.getLogger("streamer.worker")
@@ -199,7 +199,7 @@ class Worker:
         self._space.set()
         self._rebalance_lock = asyncio.Lock()
         for lane in self.lanes.values():
-            lane.intake.store = type(lane.intake.store)(lane.kind, lane.intake.store.keep_events)
+            lane.intake.store = lane.intake.store.fresh(replays=True)  # keeps what uncommitted events saw (exact replays)
             lane.batcher = MicroBatcher(s.max_batch, s.max_wait_ms / 1000.0)
             lane.tail = None
         self.producer = AIOKafkaProducer(
@@ -427,6 +427,8 @@ class Worker:
         if offsets:
             await self.consumer.commit(offsets)
             self.checkpoint.committed(offsets)
+            for tp, o in offsets.items():
+                self.by_topic[tp.topic].intake.store.advance(tp.partition, o)  # below o nothing is replayed
             self.metrics.commits.inc()
         else:
             # a cheap round trip proves the coordinator is reachable (feeds /healthz)
@@ -521,7 +523,7 @@ async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: 
             batches = await consumer.getmany(*todo, timeout_ms=500)
             for tp, msgs in batches.items():
                 for msg in msgs:
-                    store.load(tp.partition, msg.key.decode(), decode_window(msg.value))
+                    store.load(tp.partition, msg.key.decode(), decode_state(msg.value))
                     n += 1
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
