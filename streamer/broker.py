@@ -125,8 +125,8 @@ class EmbeddedBroker:
         self.stop()
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, security: dict | None = None, compact: Iterable[str] = ()) -> None:
-    """Create missing topics with ``partitions`` partitions (existing ones are left as they are).
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, security: dict | None = None, compact: Iterable[str] = (), replication: int = 1, grow: Iterable[str] = ()) -> None:
+    """Create missing topics with ``partitions`` partitions; topics in ``grow`` with fewer are grown to it.
 
     Topics are created explicitly because brokers that auto-create use their own
     partition count (Tansu: 4), and the changelog must match the input's.
@@ -136,8 +136,22 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        grow = [t for t in grow if t in existing]
+        if grow:
+            from aiokafka.admin import NewPartitions
+
+            desc = await admin.describe_topics(grow)
+            short = {d["topic"]: NewPartitions(partitions) for d in desc if len(d.get("partitions") or []) < partitions}
+            if short:
+                try:
+                    await admin.create_partitions(short)
+                except Exception as exc:  # noqa: BLE001 - e.g. a broker without CreatePartitions (the embedded one)
+                    raise ValueError(
+                        f"topics {sorted(short)} have fewer than {partitions} partitions and could not be grown ({type(exc).__name__}); "
+                        "add partitions with your cluster's tools before starting the worker"
+                    ) from None
         new = [
-            NewTopic(t, num_partitions=partitions, replication_factor=1, topic_configs={"cleanup.policy": "compact"} if t in compact else {})
+            NewTopic(t, num_partitions=partitions, replication_factor=replication, topic_configs={"cleanup.policy": "compact"} if t in compact else {})
             for t in dict.fromkeys(topics)
             if t and t not in existing
         ]

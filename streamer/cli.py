@@ -83,6 +83,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     server = MetricsServer(worker.metrics, worker.health, settings.metrics_host, settings.metrics_port).start() if settings.metrics_port else None
+    import threading
+
+    from streamer.metrics import poll_gpu
+
+    gpu_stop = threading.Event()
+    threading.Thread(target=poll_gpu, args=(worker.metrics, gpu_stop), name="nvml", daemon=True).start()  # no-op without pynvml
     log.info("worker starting: %s", {k: v for k, v in settings.redacted().items() if k in ("brokers", "group_id", "device", "max_batch", "max_wait_ms")})
 
     async def main() -> None:
@@ -92,6 +98,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     finally:
+        gpu_stop.set()
         if server:
             server.stop()
     return 0

@@ -37,6 +37,7 @@ class Settings:
     dead_letters_topic: str = _opt("dead-letters", "Output topic: rejected input messages with the reason.", "topics")
     fetch_max_wait_ms: int = _opt(20, "Longest a fetch waits at the broker for data; bounds idle latency (brokers that do not answer fetches early, like the embedded one, wait this long).", "kafka")
     partitions: int = _opt(8, "Partitions for topics the worker or the embedded broker creates.", "topics")
+    replication_factor: int = _opt(1, "Replication factor of topics the worker creates (3 on a production cluster).", "topics")
     create_topics: bool = _opt(True, "Create missing topics at start-up (off for clusters where that is not allowed).", "topics")
     security_protocol: str = _opt("PLAINTEXT", "Kafka security protocol.", "security", ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
     sasl_mechanism: str = _opt("PLAIN", "SASL mechanism.", "security", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))

@@ -190,7 +190,7 @@ class Worker:
         if s.create_topics:
             inputs = [lane.topic for lane in self.lanes.values()]
             outs = [s.scores_topic, s.alerts_topic, s.dead_letters_topic]
-            await ensure_topics(s.brokers, inputs + outs, s.partitions, s.kafka_security())
+            await ensure_topics(s.brokers, inputs + outs, s.partitions, s.kafka_security(), replication=s.replication_factor)
             await self._ensure_changelogs()
         self.checkpoint = Checkpoint()
         self._delivery_error = None
@@ -247,7 +247,8 @@ class Worker:
             for lane in self.lanes.values():
                 desc = await admin.describe_topics([lane.topic])
                 n = len(desc[0]["partitions"]) if desc and desc[0].get("partitions") else self.s.partitions
-                await ensure_topics(self.s.brokers, [lane.changelog], n, self.s.kafka_security(), compact=[lane.changelog])
+                # grown when the input grew: a window's changelog partition is its event's partition
+                await ensure_topics(self.s.brokers, [lane.changelog], n, self.s.kafka_security(), compact=[lane.changelog], replication=self.s.replication_factor, grow=[lane.changelog])
         finally:
             await admin.close()
 
@@ -464,6 +465,9 @@ class Worker:
                 lane.intake.store.drop(tp.partition)
         self.checkpoint.forget(list(revoked))
         self.assigned -= set(revoked)
+        for tp in revoked:  # no stale per-partition lag after a rebalance
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._generation += 1

@@ -140,3 +140,17 @@ def test_worker_refuses_a_missing_bundle_with_a_clear_error(capsys, tmp_path):
     rc = cli_main(["worker", "--bundle", str(tmp_path / "nope"), "--metrics-port", "0"])
     assert rc == 2
     assert "card.json" in capsys.readouterr().err
+
+
+def test_a_changelog_shorter_than_its_input_is_grown_or_refused_clearly(broker):
+    """A window's changelog partition is its event's partition: a short changelog must never be used silently."""
+    import uuid
+
+    from streamer.broker import ensure_topics
+
+    name = f"short-{uuid.uuid4().hex[:6]}"
+    asyncio.run(ensure_topics(broker.bootstrap, [name], 2))
+    # the embedded broker has no CreatePartitions: the worker must refuse with what to do
+    with pytest.raises(ValueError, match="could not be grown"):
+        asyncio.run(ensure_topics(broker.bootstrap, [name], 4, grow=[name]))
+    asyncio.run(ensure_topics(broker.bootstrap, [name], 2, grow=[name]))  # already long enough: nothing to do
