@@ -2,6 +2,7 @@
 
     python -m bench.batcher              # capacity, then every policy at 25/50/90/150% of it, then a defaults sweep
     python -m bench.batcher --quick      # smoke run
+    python -m bench.batcher --threads-ab --repeats 6   # cores: intra-op threads vs batches in flight
 
 What it answers: which batching policy gives the throughput the model can do
 without paying for it in latency, and what the worker's defaults
@@ -270,6 +271,39 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
             "runs": runs + sweep_runs}
 
 
+async def threads_ab(args: argparse.Namespace) -> dict[str, Any]:
+    """Saturated capacity of the thread/in-flight splits of the cores, interleaved, ``--repeats`` times.
+
+    The question behind the ``intra_op_threads`` default: is a core better
+    spent on a second intra-op thread of one batch or on a second batch in
+    flight? Each repeat runs every split back to back on a pre-filled queue.
+    """
+    from streamer.bundle import load_bundle
+
+    bundle = load_bundle(resolve_bundle(args.bundle))
+    texts, _ = stream_texts(bundle, 4096, seed=5151, skip=1000)
+    scorers = Scorers(bundle, args.device, args.precision)
+    cores = os.cpu_count() or 1
+    splits = [adaptive(64, 5, 2, 0), adaptive(64, 5, 2, 1), adaptive(64, 5, 1, 0), adaptive(64, 5, 1, 1), adaptive(64, 5, cores, 1)]
+    splits = list({p.name: p for p in splits}.values())
+    runs = []
+    for rep in range(args.repeats):
+        for pol in splits:
+            res = await run_policy(scorers, texts, pol, None, 0, rep, prefill=args.prefill)
+            res["load"] = "saturated"
+            runs.append(res)
+        print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
+    rows = summarise(runs)
+    base = [r["events_per_s"] for r in runs if r["policy"] == splits[0].name]
+    for row in rows:
+        mine = [r["events_per_s"] for r in runs if r["policy"] == row["policy"]]
+        row["x_default"] = spread([m / b for m, b in zip(mine, base)])
+    print_table(["policy", "inflight", "threads (0 = one per core)", "events/s", f"× {splits[0].name}"],
+                [[r["policy"], r["inflight"], r["threads"], fmt_range(r["events_per_s"]), fmt_range(r["x_default"], 2, "×")] for r in rows],
+                title=f"saturated capacity by thread split, {cores} cores, median [min–max] of {args.repeats} interleaved repeats")
+    return {"bundle": bundle_info(bundle), "settings": vars(args), "rows": rows, "runs": runs}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bundle", help="bundle directory (default: the shipped transaction bundle)")
@@ -279,10 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="arrival window per run")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--prefill", type=int, default=4096, help="events in the pre-filled queue of a capacity run")
+    ap.add_argument("--threads-ab", action="store_true",
+                    help="only compare the splits of the cores between intra-op threads and batches in flight (saturated, interleaved)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat, 1.5 s windows")
     args = ap.parse_args(argv)
     if args.quick:
         args.seconds, args.repeats, args.prefill = 1.5, 1, 1024
+    if args.threads_ab:
+        path = write_result("batcher_threads", asyncio.run(threads_ab(args)), args.quick)
+        print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+        return 0
     payload = asyncio.run(suite(args))
     path = write_result("batcher", payload, args.quick)
     print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")

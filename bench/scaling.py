@@ -8,10 +8,10 @@
 
 Each run: an input topic with ``--partitions`` (>= 8) partitions on the
 embedded broker, N worker processes (``python -m streamer.cli worker``, device
-cpu, one consumer group) with the machine's cores split between them as
-intra-op threads. Once every process holds its partitions (read from the
-workers' own "restored ... windows for partitions" log lines, stable for a
-moment), the backlog is written in one burst (tens of thousands of events/s,
+cpu, one consumer group) with the machine's cores split between them and their
+batches in flight as intra-op threads (cores // (N x inflight_batches), at
+least 1). Once every process holds its partitions (read from the workers' own
+"restored ... windows for partitions" log lines, stable for a moment), the backlog is written in one burst (tens of thousands of events/s,
 far above what the workers drain), so group joins and rebalances stay out of
 the measurement. Aggregate events/s comes from the broker timestamps of the
 score records: between the 10th and the 90th percentile record (steady state),
@@ -149,8 +149,10 @@ def run_once(broker: EmbeddedBroker, n_proc: int, args: argparse.Namespace, back
     topic_in = f"scale-in-{tag}"
     asyncio.run(ensure_topics(broker.bootstrap, [topic_in, f"scores-{tag}", f"alerts-{tag}", f"dlq-{tag}"], args.partitions))
     cores = os.cpu_count() or 1
-    threads = max(1, cores // n_proc) if args.device == "cpu" else 1  # on a GPU the CPU only does the host side
-    extra = args.worker_args.split() + (["--noop-scorer"] if args.noop else [])
+    # cores split between processes and their batches in flight (the worker's own rule, see settings.intra_op_threads);
+    # on a GPU the CPU only does the host side
+    threads = max(1, cores // (n_proc * args.inflight_batches)) if args.device == "cpu" else 1
+    extra = args.worker_args.split() + ["--inflight-batches", str(args.inflight_batches)] + (["--noop-scorer"] if args.noop else [])
     logs = [logdir / f"{tag}-w{i}.log" for i in range(n_proc)]
     procs = []
     for log in logs:
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="repeats (the order of process counts alternates)")
     ap.add_argument("--join-timeout", type=float, default=120.0)
     ap.add_argument("--worker-args", default="", help="extra worker flags, e.g. '--max-batch 128'")
+    ap.add_argument("--inflight-batches", type=int, default=2, help="the worker's inflight_batches (default: the worker's default)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: processes share the GPU (one intra-op thread each)")
     ap.add_argument("--noop", action="store_true", help="workers skip the model (--noop-scorer): the host side's cost alone, "
                                                          "which sets how many processes one GPU needs")

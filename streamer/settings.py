@@ -51,7 +51,7 @@ class Settings:
     sensors_bundle: str = _opt("", "Sensor model bundle directory (default: the shipped bundle).", "model")
     device: str = _opt("auto", "Where to run the model: auto (GPU if onnxruntime-gpu can load it), cpu, cuda, tensorrt.", "model", ("auto", "cpu", "cuda", "tensorrt"))
     precision: str = _opt("auto", "Bundle variant: auto (fp16 on GPU, fp32 on CPU), fp32, fp16, int8.", "model", ("auto", "fp32", "fp16", "int8"))
-    intra_op_threads: int = _opt(0, "onnxruntime intra-op threads on CPU (0: one per core).", "model")
+    intra_op_threads: int = _opt(1, "onnxruntime intra-op threads per batch on CPU (0: one per core). Keep intra_op_threads x inflight_batches near the core count: batches in parallel beat threads within a batch (docs/benchmarks.md).", "model")
     trt_cache_dir: str = _opt(".cache/trt", "TensorRT engine cache directory.", "model")
     reload_watch_s: float = _opt(2.0, "Poll the bundle directories this often and hot-reload a changed bundle (0: only on SIGHUP).", "model")
     reload_max_slowdown: float = _opt(2.0, "Refuse a new bundle whose shadow batches run this many times slower than the serving one.", "model")
