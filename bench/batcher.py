@@ -56,29 +56,33 @@ class Policy:
     max_batch: int
     max_wait_ms: float  # NEVER * 1000 for fixed batches
     inflight: int = 2
-    threads: int = 0  # onnxruntime intra-op threads (0: one per core)
+    threads: int = 1  # onnxruntime intra-op threads (0: one per core)
 
     @property
     def fixed(self) -> bool:
         return self.max_wait_ms >= NEVER * 1000
 
 
-def adaptive(n: int, wait_ms: float, inflight: int = 2, threads: int = 0) -> Policy:
-    return Policy(f"adaptive {n}/{wait_ms:g}ms" + (f" inflight {inflight}" if inflight != 2 else "") + (f" threads {threads}" if threads else ""),
-                  n, wait_ms, inflight, threads)
+def adaptive(n: int, wait_ms: float, inflight: int = 2, threads: int = 1) -> Policy:
+    extra = (f" inflight {inflight}" if inflight != 2 else "") + (f" threads {threads if threads else 'per core'}" if threads != 1 else "")
+    return Policy(f"adaptive {n}/{wait_ms:g}ms" + extra, n, wait_ms, inflight, threads)
 
 
-def fixed(n: int) -> Policy:
-    return Policy(f"fixed {n}", n, NEVER * 1000)
+def fixed(n: int, threads: int = 1) -> Policy:
+    return Policy(f"fixed {n}", n, NEVER * 1000, threads=threads)
 
 
-POLICIES = [Policy("batch 1", 1, 0.0), fixed(16), fixed(64), adaptive(64, 2), adaptive(64, 5), adaptive(64, 10)]
+def policies(threads: int) -> list[Policy]:
+    """The policies compared at every load, all with the worker's default threads and batches in flight."""
+    return [Policy("batch 1", 1, 0.0, threads=threads), fixed(16, threads), fixed(64, threads),
+            adaptive(64, 2, threads=threads), adaptive(64, 5, threads=threads), adaptive(64, 10, threads=threads)]
 
 
-def defaults_sweep(cores: int) -> list[Policy]:
-    """Around the current defaults (64, 5 ms, 2 in flight, one thread per core), one knob at a time."""
-    out = [adaptive(64, 5, 1), adaptive(64, 5, 3), adaptive(32, 5), adaptive(128, 5), adaptive(256, 10)]
-    for t in sorted({1, max(1, cores // 2)} - {cores}):
+def defaults_sweep(threads: int) -> list[Policy]:
+    """Around the worker's defaults (64, 5 ms, 2 in flight, ``threads``), one knob at a time."""
+    out = [adaptive(64, 5, 1, threads), adaptive(64, 5, 3, threads), adaptive(32, 5, 2, threads), adaptive(128, 5, 2, threads),
+           adaptive(256, 10, 2, threads)]
+    for t in sorted({0, 1} - {threads}):  # 0: one intra-op thread per core
         out += [adaptive(64, 5, 2, t), adaptive(64, 5, 1, t)]
     return out
 
@@ -241,7 +245,7 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
     loads = [float(x) for x in args.loads.split(",")]
     for rep in range(args.repeats):
         for load in loads:
-            for pol in POLICIES:
+            for pol in policies(defaults.intra_op_threads):
                 res = await run_policy(scorers, texts, pol, capacity * load, args.seconds, seed=1000 * rep + int(load * 100))
                 res["load"] = load
                 runs.append(res)
@@ -251,7 +255,7 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
         show([r for r in policy_rows if r["load"] == load], f"load {load:.0%} of capacity ({capacity * load:,.0f} events/s offered)")
 
     sweep_runs = []
-    sweep = [default_policy] + defaults_sweep(os.cpu_count() or 1)
+    sweep = [default_policy] + defaults_sweep(defaults.intra_op_threads)
     for rep in range(args.repeats):
         for pol in sweep:
             cap = await run_policy(scorers, texts, pol, None, 0, rep, prefill=args.prefill)
@@ -267,7 +271,7 @@ async def suite(args: argparse.Namespace) -> dict[str, Any]:
             "worker_defaults": {"max_batch": defaults.max_batch, "max_wait_ms": defaults.max_wait_ms,
                                 "inflight_batches": defaults.inflight_batches, "intra_op_threads": defaults.intra_op_threads},
             "capacity": {"policy": default_policy.name, "events_per_s": spread(caps)},
-            "policies": [asdict(p) for p in POLICIES], "rows": policy_rows, "sweep": sweep_rows,
+            "policies": [asdict(p) for p in policies(defaults.intra_op_threads)], "rows": policy_rows, "sweep": sweep_rows,
             "runs": runs + sweep_runs}
 
 

@@ -18,8 +18,10 @@ score records: between the 10th and the 90th percentile record (steady state),
 and first to last.
 
 Each run also records the CPU seconds every worker process and the broker
-used, which is what explains the curve: when the processes together already
-use every core, more processes cannot add throughput.
+used, and how busy the whole machine was (``/proc/stat``, every process,
+other tenants' included), which is what explains the curve: once the machine's
+cores are all busy, more processes cannot add throughput, only take a larger
+share of the cores from whatever else runs there.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / TICK
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, every process included (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        vals = [int(x) for x in fh.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    return sum(vals) - idle, sum(vals)
 
 
 def events(n: int, seed: int) -> list[bytes]:
@@ -163,6 +173,8 @@ def run_once(broker: EmbeddedBroker, n_proc: int, args: argparse.Namespace, back
         settle_s = wait_stable(logs, procs, args.partitions, timeout=args.join_timeout)
         cpu0 = [cpu_seconds(p.pid) for p in procs]
         broker0 = cpu_seconds(broker.proc.pid) if broker.proc else 0.0
+        busy0, _ = machine_jiffies()
+        load0 = os.getloadavg()[0]
         t0 = time.monotonic()
         asyncio.run(produce(broker.bootstrap, topic_in, iter(backlog)))
         produce_s = time.monotonic() - t0
@@ -170,15 +182,20 @@ def run_once(broker: EmbeddedBroker, n_proc: int, args: argparse.Namespace, back
         wall = time.monotonic() - t0
         cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0)]
         broker_cpu = (cpu_seconds(broker.proc.pid) - broker0) if broker.proc else 0.0
+        busy1, _ = machine_jiffies()
+        load1 = os.getloadavg()[0]
     finally:
         stop(procs)
     res = {"processes": n_proc, "intra_op_threads": threads, "events": len(backlog), "scored": len(stamps),
            "group_settle_s": settle_s, "produce_s": produce_s, "wall_s": wall, **rates(stamps),
            "worker_cpu_s": sum(cpu), "worker_cpu_s_each": cpu, "broker_cpu_s": broker_cpu}
     res["cores_busy"] = (res["worker_cpu_s"] + broker_cpu) / max(1e-3, wall)  # burst start to last score read
+    res["machine_cores_busy"] = (busy1 - busy0) / TICK / max(1e-3, wall)  # every process on the machine, ours and others'
+    res["load_avg_1m"] = [load0, load1]
     res["worker_cpu_ms_per_event"] = 1000 * res["worker_cpu_s"] / max(1, len(stamps))
     print(f"  {n_proc} process(es) x {threads} thread(s): {res['steady_events_per_s']:,.0f} events/s steady, "
           f"{res['first_to_last_events_per_s']:,.0f} first-to-last; {res['cores_busy']:.2f} cores busy "
+          f"(machine {res['machine_cores_busy']:.2f}, load {load0:.1f}) "
           f"({res['worker_cpu_ms_per_event']:.2f} worker CPU-ms/event); group settled in {settle_s:.1f}s", flush=True)
     return res
 
@@ -224,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
                      "first_to_last_events_per_s": spread([r["first_to_last_events_per_s"] for r in rs]),
                      "x_one_process": spread([r["steady_events_per_s"] / b for r, b in zip(rs, base)]) if base else None,
                      "cores_busy": spread([r["cores_busy"] for r in rs]),
+                     "machine_cores_busy": spread([r["machine_cores_busy"] for r in rs]),
                      "worker_cpu_ms_per_event": spread([r["worker_cpu_ms_per_event"] for r in rs])})
-    print_table(["processes", "threads each", "events/s (steady)", "first-to-last", f"× {counts[0]} process", "cores busy", "worker CPU-ms/event"],
+    print_table(["processes", "threads each", "events/s (steady)", "first-to-last", f"× {counts[0]} process", "cores busy (workers+broker)", "machine cores busy", "worker CPU-ms/event"],
                 [[r["processes"], r["intra_op_threads"], fmt_range(r["steady_events_per_s"]), fmt_range(r["first_to_last_events_per_s"]),
-                  fmt_range(r["x_one_process"], 2, "×") if r["x_one_process"] else "", fmt_range(r["cores_busy"], 2),
+                  fmt_range(r["x_one_process"], 2, "×") if r["x_one_process"] else "", fmt_range(r["cores_busy"], 2), fmt_range(r["machine_cores_busy"], 2),
                   fmt_range(r["worker_cpu_ms_per_event"], 2)] for r in rows],
                 title=f"scaling on {os.cpu_count()} cores ({'no-op scorer: host side only' if args.noop else args.device}): "
                       f"median [min–max] over {args.repeats} repeat(s)")
