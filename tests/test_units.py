@@ -154,3 +154,26 @@ def test_a_changelog_shorter_than_its_input_is_grown_or_refused_clearly(broker):
     with pytest.raises(ValueError, match="could not be grown"):
         asyncio.run(ensure_topics(broker.bootstrap, [name], 4, grow=[name]))
     asyncio.run(ensure_topics(broker.bootstrap, [name], 2, grow=[name]))  # already long enough: nothing to do
+
+
+def test_embedded_broker_dies_with_a_killed_parent(tmp_path):
+    """Even a SIGKILLed parent (a crashed test run, a killed demo) leaves no broker behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = "from streamer.broker import EmbeddedBroker; import time; b = EmbeddedBroker().start(); print(b.proc.pid, flush=True); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # alive
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the broker outlived its killed parent")
