@@ -147,7 +147,7 @@ async def _latency(brokers: str, topic_in: str, topic_out: str, rate: float, sec
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20000, help="Events pre-filled for the throughput runs (default 20000).")
-    ap.add_argument("--faust-events", type=int, default=0, help="Events the Faust baseline must score (default: a quarter of --events; it is slow).")
+    ap.add_argument("--faust-events", type=int, default=0, help="Events the Faust baseline must score (default: --events).")
     ap.add_argument("--bundle", default=str(DEFAULT_BUNDLES["transaction"]), help="Bundle (default: the shipped transactions bundle).")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--latency-seconds", type=float, default=20.0, help="Duration of the latency run at half the max rate.")
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.events, args.latency_seconds = 3000, 5.0
     skip = set(filter(None, args.skip.split(",")))
-    faust_n = args.faust_events or max(1000, args.events // 4)
+    faust_n = args.faust_events or args.events
     extra = args.worker_args.split()
     RESULTS.mkdir(parents=True, exist_ok=True)
     logs = RESULTS / "logs"
