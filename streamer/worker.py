@@ -425,6 +425,12 @@ class Worker:
             self.metrics.commit_failures.inc()
             raise DeliveryFailed(f"an output was not acknowledged: {self._delivery_error!r}")
         offsets = {tp: o for tp, o in offsets.items() if tp in self.assigned}
+        if offsets and getattr(getattr(self.consumer, "_coordinator", None), "generation", 0) < 0:
+            # The group forgot this member (broker restarted with its data gone, or the session
+            # expired) and aiokafka reset its generation to -1. A commit now would be accepted as a
+            # standalone commit: old-log offsets written into the new group would make the consumer
+            # skip the new records below them. The offsets are forgotten at the revoke that follows.
+            offsets = {}
         if offsets:
             await self.consumer.commit(offsets)
             self.checkpoint.committed(offsets)
@@ -507,12 +513,16 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker.on_assigned(set(assigned))
 
 
-async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: list[int], store: Any) -> int:
+async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: list[int], store: Any, idle_s: float = 5.0) -> int:
     """Read changelog partitions to their end into ``store``; returns the number of records applied.
 
     The end is taken from ListOffsets, which some brokers (the embedded Tansu)
     under-report by up to one record batch; fetches still return whole batches, so
-    reading until the position passes that end applies every record.
+    reading until the position passes that end applies every record. It can also
+    over-report: after a restart with its data gone, a changelog auto-created by a
+    late write answered end 1 while fetches from 0 returned nothing, forever. So a
+    partition that yields nothing for ``idle_s`` counts as read (with a warning)
+    instead of holding the rebalance, and with it all consumption, indefinitely.
     """
     tps = [TopicPartition(topic, p) for p in partitions]
     consumer = AIOKafkaConsumer(**kafka_kwargs, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")
@@ -523,14 +533,20 @@ async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: 
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         todo = {tp for tp in tps if ends.get(tp, 0) > 0}
+        moved = dict.fromkeys(todo, time.monotonic())
         while todo:
             batches = await consumer.getmany(*todo, timeout_ms=500)
             for tp, msgs in batches.items():
+                moved[tp] = time.monotonic()
                 for msg in msgs:
                     store.load(tp.partition, msg.key.decode(), decode_state(msg.value))
                     n += 1
             for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
+                position = await consumer.position(tp)
+                if position >= ends[tp]:
+                    todo.discard(tp)
+                elif time.monotonic() - moved[tp] > idle_s:
+                    log.warning("changelog %s[%d]: nothing to read at offset %d although the broker reports end %d; restored what was there", topic, tp.partition, position, ends[tp])
                     todo.discard(tp)
     finally:
         await consumer.stop()
