@@ -36,6 +36,8 @@ class Settings:
     alerts_topic: str = _opt("alerts", "Output topic: alerts at or above the bundle's alert threshold.", "topics")
     dead_letters_topic: str = _opt("dead-letters", "Output topic: rejected input messages with the reason.", "topics")
     fetch_max_wait_ms: int = _opt(20, "Longest a fetch waits at the broker for data; bounds idle latency (brokers that do not answer fetches early, like the embedded one, wait this long).", "kafka")
+    session_timeout_ms: int = _opt(10000, "Consumer group session timeout: how long a silent member (crashed, frozen) keeps its partitions.", "kafka")
+    request_timeout_ms: int = _opt(15000, "Kafka request timeout of the worker's producer and consumer.", "kafka")
     partitions: int = _opt(8, "Partitions for topics the worker or the embedded broker creates.", "topics")
     replication_factor: int = _opt(1, "Replication factor of topics the worker creates (3 on a production cluster).", "topics")
     create_topics: bool = _opt(True, "Create missing topics at start-up (off for clusters where that is not allowed).", "topics")
@@ -109,6 +111,8 @@ class Settings:
             problems.append("queue_events must be >= max_batch")
         if self.partitions < 1:
             problems.append("partitions must be >= 1")
+        if self.session_timeout_ms < 1000 or self.request_timeout_ms < 1000:
+            problems.append("session_timeout_ms and request_timeout_ms must be >= 1000")
         if problems:
             raise ValueError("invalid settings: " + "; ".join(problems))
 

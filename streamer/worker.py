@@ -204,12 +204,12 @@ class Worker:
             lane.tail = None
         self.producer = AIOKafkaProducer(
             **self._kafka_kwargs(), acks="all", linger_ms=2, max_batch_size=256 * 1024, max_request_size=2 * 1024 * 1024,
-            request_timeout_ms=15000, enable_idempotence=False,
+            request_timeout_ms=s.request_timeout_ms, enable_idempotence=False,
         )
         self.consumer = AIOKafkaConsumer(
             **self._kafka_kwargs(), group_id=s.group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=10000, heartbeat_interval_ms=1000, max_poll_interval_ms=300000,
-            max_partition_fetch_bytes=1 << 20, request_timeout_ms=15000, fetch_max_wait_ms=s.fetch_max_wait_ms,
+            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=min(1000, s.session_timeout_ms // 3), max_poll_interval_ms=300000,
+            max_partition_fetch_bytes=1 << 20, request_timeout_ms=s.request_timeout_ms, fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         await self.producer.start()
         try:
