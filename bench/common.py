@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -129,8 +130,9 @@ def write_result(name: str, payload: Mapping[str, Any], quick: bool) -> Path:
 
 
 def latest_result(name: str, include_quick: bool = False) -> Path | None:
-    """Newest results file of a benchmark (full runs unless ``include_quick``)."""
-    files = sorted(RESULTS.glob(f"{name}-*.json"))
+    """Newest results file of a benchmark (full runs unless ``include_quick``); "scaling" never matches "scaling-noop"."""
+    pattern = re.compile(rf"^{re.escape(name)}(-quick)?-\d{{8}}-\d{{6}}\.json$")
+    files = sorted((f for f in RESULTS.glob(f"{name}-*.json") if pattern.match(f.name)), key=lambda f: f.name.rsplit("-", 2)[-2:])
     if not include_quick:
         files = [f for f in files if not f.name.startswith(f"{name}-quick-")]
     return files[-1] if files else None
