@@ -3,6 +3,7 @@
     python -m bench.model                      # CPU: onnx fp32, int8, fp32 through IO binding, torch fp32
     python -m bench.model --quick              # smoke run (short timings, small quality set)
     python -m bench.model --device cuda        # GPU host: adds CUDA fp32/fp16 (IO binding) and torch bf16
+    python -m bench.model --profile            # operator-type shares of fp32 and int8 (why int8 gains what it gains)
 
 Why measured this way:
 - Inputs are real: synthetic events through the bundle's encoding, windows and
@@ -178,6 +179,49 @@ def measure(run: Run, batches: list[tuple[np.ndarray, np.ndarray]], seconds: flo
             "ms_per_batch": 1000 * dt / calls, "calls": calls}
 
 
+def op_profile(bundle: Any, batches: list[tuple[np.ndarray, np.ndarray]], threads: int, repeats: int = 3) -> dict[str, Any]:
+    """Share of kernel time per operator type (onnxruntime's profiler), fp32 and int8.
+
+    Why: dynamic int8 only speeds up the GEMMs, so the GEMMs' share of the
+    fp32 time bounds what int8 can ever gain (Amdahl).
+    """
+    import collections
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    out: dict[str, Any] = {"threads": threads, "batch": len(batches[0][0]), "runs": repeats * len(batches)}
+    variants_ = bundle.card.get("variants") or {"fp32": "model.onnx"}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("fp32", "int8"):
+            if name not in variants_:
+                continue
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.enable_profiling, so.profile_file_prefix, so.log_severity_level = True, f"{tmp}/{name}", 3
+            sess = ort.InferenceSession(str(bundle.path / variants_[name]), so, providers=["CPUExecutionProvider"])
+            for _ in range(repeats):
+                for ids, mask in batches:
+                    sess.run(None, {"input_ids": ids, "attention_mask": mask})
+            events = json.load(open(sess.end_profiling()))
+            per_op: collections.Counter = collections.Counter()
+            for e in events:
+                if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                    per_op[e["args"]["op_name"]] += e["dur"]
+            total = sum(per_op.values())
+            out[name] = {"kernel_ms": total / 1000, "share": {op: d / total for op, d in per_op.most_common()}}
+    gemm = ("MatMul", "FusedMatMul", "Gemm", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+    if "fp32" in out:
+        g = sum(v for k, v in out["fp32"]["share"].items() if k in gemm)
+        out["fp32_gemm_share"] = g
+        out["int8_speedup_bound"] = 1 / (1 - g) if g < 1 else None
+    if "fp32" in out and "int8" in out:
+        out["int8_kernel_speedup"] = out["fp32"]["kernel_ms"] / out["int8"]["kernel_ms"]
+    return out
+
+
 def int8_quality(bundle: Any, events: int, threads: int) -> dict[str, Any]:
     """AUPRC of fp32 vs int8 on a held-out synthetic split, through the worker's TokenEncoder and onnxruntime."""
     from models.evaluate import metrics, score_onnx
@@ -220,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=0.5, help="seconds per measurement")
     ap.add_argument("--quality-events", type=int, default=30000, help="events of the held-out split for the int8 AUPRC check (0: skip)")
     ap.add_argument("--only", default="", help="comma-separated substrings: run only matching variants (plus the reference)")
+    ap.add_argument("--profile", action="store_true", help="only profile fp32 and int8 per operator type (batch 64, 1 thread)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, 0.3 s each, 3k quality events")
     args = ap.parse_args(argv)
     if args.quick:
@@ -231,6 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(resolve_bundle(args.bundle))
     sizes = [int(x) for x in args.batch_sizes.split(",")]
     texts, _ = stream_texts(bundle, 4096, seed=4242, skip=1000)
+    if args.profile:
+        prof = op_profile(bundle, make_batches(bundle, texts, 64, 10), 1, 1 if args.quick else 3)
+        for name in ("fp32", "int8"):
+            if name in prof:
+                top = ", ".join(f"{op} {sh:.1%}" for op, sh in list(prof[name]["share"].items())[:6])
+                print(f"{name}: {prof[name]['kernel_ms']:.0f} ms of kernels over {prof['runs']} batches of 64; {top}")
+        print(f"GEMM share of fp32 {prof.get('fp32_gemm_share', 0):.1%} -> int8 can gain at most {prof.get('int8_speedup_bound') or 0:.2f}x; "
+              f"int8 kernels took {prof.get('int8_kernel_speedup') or 0:.2f}x less time")
+        path = write_result("model_profile", {"bundle": bundle_info(bundle), "settings": vars(args), **prof}, args.quick)
+        print(f"results: {path}")
+        return 0
     batches = {b: make_batches(bundle, texts, b, 8 if b <= 64 else 4) for b in sizes}
     print(f"bundle {bundle.model_id} ({bundle_info(bundle)['parameters']} parameters), threads {thread_counts}, "
           f"mean {np.mean([len(r) for r in bundle.tokens.ids(texts)]):.1f} tokens/event")
