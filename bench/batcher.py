@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
