@@ -134,7 +134,7 @@ class Worker:
             self.lanes[kind] = lane
             self.by_topic[topic] = lane
             if getattr(scorer, "choice", None) and scorer.choice.fallback_reason:
-                self.metrics.provider_fallback.labels(kind, scorer.choice.requested, scorer.choice.fallback_reason[:60]).inc()
+                self.metrics.provider_fallback.labels(kind, scorer.choice.requested, scorer.choice.metric_labels()["reason"]).inc()
             self.metrics.model_info.labels(kind, bundle.model_id, scorer.provider, scorer.precision).set(1)
             log.info("%s: model %s on %s (%s), window %d events / %ds", kind, bundle.model_id, scorer.provider, scorer.precision, intake.max_events, intake.max_age_ms // 1000)
 
