@@ -9,6 +9,15 @@ Why this shape:
   share of positives (with replacement). Scores are therefore not calibrated
   probabilities; thresholds are chosen afterwards on a validation split at a
   target false-positive rate, which is what the worker alerts on.
+- *Hard negatives*: false alarms at 0.1% FPR come from rare legitimate behaviour
+  (trips, new phones, sprees), which uniform sampling almost never shows the
+  model. A share of each batch's negatives comes from the rows whose words are
+  rarest (highest total surprisal under the stage's own word frequencies): a
+  kind-agnostic proxy for "unusual", with no labels or model in the loop.
+- *Replay*: a later stage with few labels mixes in rows of the earlier stages so
+  that it adapts instead of memorising its handful of positives.
+- *Selection*: with a ``select`` callback (validation AUPRC), the weights with the
+  best score seen at ``select_every`` steps are kept, not simply the last ones.
 - *Determinism and resume*: every batch is a pure function of (seed, stage, step),
   there is no dropout, and torch runs with deterministic algorithms, so a run
   resumed from a checkpoint reproduces an uninterrupted run exactly (at a fixed
@@ -43,11 +52,18 @@ class Stage:
     pos_fraction: float = 0.2
     warmup: int = 100
     summary: dict[str, Any] = field(default_factory=dict)
+    hard_fraction: float = 0.0  # share of negatives drawn from the rarest-words rows
+    hard_quantile: float = 0.9  # rows at or above this surprisal quantile form the hard pool
+    replay_ids: list[list[int]] = field(default_factory=list)  # rows of earlier stages
+    replay_labels: list[int] = field(default_factory=list)
+    replay_fraction: float = 0.0  # share of each batch drawn from the replay rows
 
     def describe(self) -> dict[str, Any]:
         pos = int(sum(self.labels))
         return {"name": self.name, "rows": len(self.labels), "positives": pos, "steps": self.steps, "lr": self.lr,
-                "pos_fraction": self.pos_fraction, "warmup": self.warmup, **self.summary}
+                "pos_fraction": self.pos_fraction, "warmup": self.warmup, "hard_fraction": self.hard_fraction,
+                "replay_fraction": self.replay_fraction if self.replay_labels else 0.0,
+                "replay_rows": len(self.replay_labels), **self.summary}
 
 
 @dataclass
@@ -59,6 +75,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     checkpoint_every: int = 250
     progress: bool = True
+    select_every: int = 500
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -74,17 +91,60 @@ def set_determinism(seed: int, threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _batch_indices(stage: Stage, pos_idx: np.ndarray, neg_idx: np.ndarray, seed: int, stage_no: int, step: int,
-                   batch_size: int) -> np.ndarray:
+def surprisal(ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Total -log frequency of each row's tokens under the rows' own token distribution.
+
+    >>> int(surprisal([[3, 4], [3, 4], [3, 9]]).argmax())
+    2
+    """
+    flat = np.fromiter((t for row in ids for t in row), dtype=np.int64)
+    counts = np.bincount(flat).astype(np.float64)
+    logp = np.log(np.maximum(counts, 1.0) / max(1, len(flat)))
+    return np.asarray([-logp[np.asarray(row, dtype=np.int64)].sum() for row in ids])
+
+
+class _Pools:
+    """Index pools of one stage: positives / negatives / hard negatives, current and replay."""
+
+    def __init__(self, stage: Stage):
+        self.labels = np.asarray(list(stage.labels) + list(stage.replay_labels), dtype=np.int64)
+        self.ids = list(stage.ids) + list(stage.replay_ids)
+        n_cur = len(stage.labels)
+        idx = np.arange(len(self.labels))
+        cur, rep = idx < n_cur, idx >= n_cur
+        self.cur_pos = np.flatnonzero(cur & (self.labels == 1))
+        self.cur_neg = np.flatnonzero(cur & (self.labels == 0))
+        self.rep_pos = np.flatnonzero(rep & (self.labels == 1))
+        self.rep_neg = np.flatnonzero(rep & (self.labels == 0))
+        self.hard = np.empty(0, dtype=np.int64)
+        if stage.hard_fraction > 0 and len(self.cur_neg):
+            s = surprisal([self.ids[i] for i in self.cur_neg])
+            self.hard = self.cur_neg[s >= np.quantile(s, stage.hard_quantile)]
+
+
+def _draw(rng: np.random.Generator, pos: np.ndarray, neg: np.ndarray, hard: np.ndarray, n: int, pos_fraction: float,
+          hard_fraction: float) -> list[np.ndarray]:
+    n_pos = min(n, int(round(n * pos_fraction))) if len(pos) else 0
+    n_neg = n - n_pos if len(neg) else 0
+    n_hard = int(round(n_neg * hard_fraction)) if len(hard) else 0
+    out = []
+    if n_pos:
+        out.append(pos[rng.integers(0, len(pos), n_pos)])
+    if n_neg - n_hard:
+        out.append(neg[rng.integers(0, len(neg), n_neg - n_hard)])
+    if n_hard:
+        out.append(hard[rng.integers(0, len(hard), n_hard)])
+    return out
+
+
+def _batch_indices(stage: Stage, pools: _Pools, seed: int, stage_no: int, step: int, batch_size: int) -> np.ndarray:
     """Row indices of one batch: a pure function of (seed, stage, step), hence exact resume."""
     rng = np.random.default_rng([seed, stage_no, step])
-    n_pos = min(batch_size, int(round(batch_size * stage.pos_fraction))) if len(pos_idx) else 0
-    n_neg = batch_size - n_pos if len(neg_idx) else 0
-    parts = []
-    if n_pos:
-        parts.append(pos_idx[rng.integers(0, len(pos_idx), n_pos)])
-    if n_neg:
-        parts.append(neg_idx[rng.integers(0, len(neg_idx), n_neg)])
+    n_rep = int(round(batch_size * stage.replay_fraction)) if len(pools.rep_pos) + len(pools.rep_neg) else 0
+    parts = _draw(rng, pools.cur_pos, pools.cur_neg, pools.hard, batch_size - n_rep, stage.pos_fraction,
+                  stage.hard_fraction)
+    if n_rep:
+        parts += _draw(rng, pools.rep_pos, pools.rep_neg, np.empty(0, dtype=np.int64), n_rep, stage.pos_fraction, 0.0)
     return np.concatenate(parts)
 
 
@@ -97,10 +157,10 @@ def _lr_at(stage: Stage, step: int) -> float:
 
 
 def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, stage_no: int, step: int,
-          history: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+          history: list[dict[str, Any]], meta: dict[str, Any], best: dict[str, Any] | None) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage_no, "step": step,
-                "history": history, "meta": meta, "torch_rng": torch.get_rng_state()}, tmp)
+                "history": history, "meta": meta, "torch_rng": torch.get_rng_state(), "best": best}, tmp)
     os.replace(tmp, path)
 
 
@@ -112,13 +172,16 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume: str | Path | None = None,
     log: Callable[[str], None] = print,
+    select: Callable[[torch.nn.Module], float] | None = None,
 ) -> dict[str, Any]:
     """Run the curriculum; returns a summary (per-stage loss curve, wall time) for the card.
 
     ``pad`` is the bundle's ``TokenEncoder.pad`` so training batches are padded to
     the same buckets as serving. ``resume`` is a checkpoint dir (or file) written by
     an earlier run with the same stages and config; training continues after its
-    last completed step.
+    last completed step. ``select(model) -> float`` (higher is better) is called
+    every ``config.select_every`` steps and at the end of each stage from the
+    last stage on; the best weights are kept.
     """
     set_determinism(config.seed, config.threads)
     ckpt_path = None
@@ -128,6 +191,7 @@ def train(
     meta = {"stages": [(s.name, s.steps, len(s.labels)) for s in stages], "config": asdict(config)}
     start_stage, start_step, history = 0, 0, []
     state = None
+    best: dict[str, Any] | None = None
     if resume is not None:
         rp = Path(resume)
         rp = rp / CHECKPOINT if rp.is_dir() else rp
@@ -140,16 +204,29 @@ def train(
         model.load_state_dict(state["model"])
         torch.set_rng_state(state["torch_rng"])
         start_stage, start_step, history = state["stage"], state["step"] + 1, state["history"]
+        best = state.get("best")
         log(f"resumed from {rp} at stage {stages[start_stage].name!r} step {start_step}")
     t0 = time.perf_counter()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     for stage_no in range(start_stage, len(stages)):
         stage = stages[stage_no]
-        labels = np.asarray(stage.labels, dtype=np.int64)
-        pos_idx, neg_idx = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-        if not len(labels):
+        if not len(stage.labels):
             raise ValueError(f"stage {stage.name!r} has no rows")
+        pools = _Pools(stage)
+        labels, rows = pools.labels, pools.ids
+        selecting = select is not None and stage_no == len(stages) - 1
+
+        def consider(step: int) -> None:
+            nonlocal best
+            model.eval()
+            with torch.no_grad():
+                value = float(select(model))
+            model.train()
+            log(f"stage {stage.name!r} step {step + 1}: selection metric {value:.5f}")
+            if best is None or value > best["value"]:
+                best = {"value": value, "stage": stage.name, "step": step + 1,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=config.weight_decay)
         first = start_step if stage_no == start_stage else 0
         if first >= stage.steps:  # checkpoint written at the end of this stage
@@ -162,8 +239,8 @@ def train(
                    initial=first, total=stage.steps, mininterval=2.0)
         running = None
         for step in bar:
-            idx = _batch_indices(stage, pos_idx, neg_idx, config.seed, stage_no, step, config.batch_size)
-            ids, mask = pad([stage.ids[i] for i in idx])
+            idx = _batch_indices(stage, pools, config.seed, stage_no, step, config.batch_size)
+            ids, mask = pad([rows[i] for i in idx])
             y = torch.from_numpy(labels[idx])
             for g in opt.param_groups:
                 g["lr"] = _lr_at(stage, step)
@@ -179,13 +256,22 @@ def train(
             if step % 50 == 0 or step == stage.steps - 1:
                 losses.append(round(running, 5))
                 bar.set_postfix(loss=f"{running:.4f}")
+            if selecting and (step + 1) % config.select_every == 0 and step + 1 < stage.steps:
+                consider(step)
             if ckpt_path is not None and (step + 1) % config.checkpoint_every == 0:
-                _save(ckpt_path, model, opt, stage_no, step, history, meta)
+                _save(ckpt_path, model, opt, stage_no, step, history, meta, best)
         bar.close()
+        if selecting:
+            consider(stage.steps - 1)
         history.append({**stage.describe(), "loss_curve_every_50": losses, "final_loss": losses[-1] if losses else None})
         if ckpt_path is not None:
-            _save(ckpt_path, model, opt, stage_no, stage.steps - 1, history, meta)
+            _save(ckpt_path, model, opt, stage_no, stage.steps - 1, history, meta, best)
         log(f"stage {stage.name!r}: {stage.steps} steps, smoothed loss {running if running is not None else float('nan'):.4f}")
         state = None
+    selected = None
+    if best is not None:
+        model.load_state_dict(best["state"])
+        selected = {"stage": best["stage"], "step": best["step"], "value": round(best["value"], 6)}
+        log(f"kept the weights of stage {best['stage']!r} step {best['step']} (selection metric {best['value']:.5f})")
     model.eval()
-    return {"stages": history, "wall_s": round(time.perf_counter() - t0, 1), **asdict(config)}
+    return {"stages": history, "selected": selected, "wall_s": round(time.perf_counter() - t0, 1), **asdict(config)}
