@@ -29,12 +29,17 @@ VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model
 CHECKPOINT_DIR = "checkpoint"
 
 
+# Code that determines what a bundle computes; uncommitted changes elsewhere do not mark it dirty.
+BUNDLE_CODE = ("models", "streamer/encoding", "streamer/synth", "streamer/tokens.py", "streamer/windows.py",
+               "streamer/validation.py")
+
+
 def git_commit(repo: str | Path = ".") -> str | None:
-    """The current commit (with a +dirty mark when the tree has changes), for the card."""
+    """The current commit, with +dirty when the code that shapes a bundle has uncommitted changes."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
-                               text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *BUNDLE_CODE], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None

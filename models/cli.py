@@ -74,7 +74,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.pipeline import evaluate_bundle
 
     specs = [{"jsonl": p} for p in args.data] if args.data else None
-    report = evaluate_bundle(args.bundle, specs, split=args.split, precision=args.precision, threads=args.threads)
+    report = evaluate_bundle(args.bundle, specs, split=args.split, precision=args.precision, threads=args.threads,
+                             baselines=args.baselines)
     card = read_card(args.bundle)
     recorded = (card.get("metrics") or {}).get(args.split) if not args.data else None
     if recorded:
@@ -190,6 +191,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="graph variant")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--check", action="store_true", help="compare with the card's recorded metrics")
+    p.add_argument("--baselines", action="store_true",
+                   help="also refit the GBT and HalfSpaceTrees baselines on the kind's recipe data and score the same "
+                        "rows (minutes); without it, baselines recorded in the card for --split are shown")
     p.add_argument("--tolerance", type=float, default=1e-6, help="allowed difference per metric for --check")
     p.add_argument("--output", default=None, help="also write the JSON report here")
     p.set_defaults(func=cmd_evaluate)

@@ -8,7 +8,6 @@ and ``export`` share one implementation of each step.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
@@ -82,11 +81,6 @@ def evaluate_model_on(graph: Any, tokens: TokenEncoder, split: Split, thresholds
     from models.evaluate import metrics, score_onnx
 
     scores = score_onnx(graph, tokens, split.texts, threads=threads)
-    dump = os.environ.get("STREAMER_DUMP_SCORES")
-    if dump:  # debugging aid: compare scores between processes
-        Path(dump).mkdir(parents=True, exist_ok=True)
-        np.save(Path(dump) / f"{abs(hash(tuple(split.sources))) % 10**8}_{Path(str(graph)).name}.npy", scores)
-        (Path(dump) / f"{abs(hash(tuple(split.sources))) % 10**8}.txt").write_text("\n".join(split.texts))
     return metrics(split.labels, scores, thresholds["alert"]), scores
 
 
@@ -110,6 +104,41 @@ def _round(obj: Any, nd: int = 6) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_round(v, nd) for v in obj]
     return obj
+
+
+class Baselines:
+    """GBT and HalfSpaceTrees fitted on the same rows and features as the model.
+
+    GBT: all curriculum rows, grid point picked on validation AUPRC. HST:
+    unlabelled warm-up on the last stage's rows, then score-then-learn. Each gets
+    its own alert threshold at the same validation FPR as the model.
+    """
+
+    def __init__(self, encoding: Any, train_splits: Sequence[Split], val: Split, seed: int, alert_fpr: float):
+        from models import evaluate as ev
+
+        t0 = time.perf_counter()
+        x_tr = np.concatenate([s.x for s in train_splits])
+        y_tr = np.concatenate([s.y for s in train_splits])
+        self.gbt, self.gbt_info = ev.gbt_baseline(x_tr, y_tr, val.x, val.y, seed=seed)
+        self.gbt_thr = ev.choose_thresholds(val.labels, ev.gbt_scores(self.gbt, val.x), alert_fpr)["alert"]
+        self.hst = ev.HSTBaseline(encoding.FEATURE_NAMES, train_splits[-1].x[:50_000], seed=seed)
+        self.hst_thr = ev.choose_thresholds(val.labels, self.hst.score_stream(val.x), alert_fpr)["alert"]
+        self.names = list(encoding.FEATURE_NAMES)
+        self.fit_s = time.perf_counter() - t0
+
+    def evaluate(self, split: Split) -> dict[str, Any]:
+        from models import evaluate as ev
+
+        g = ev.gbt_scores(self.gbt, split.x)
+        h = self.hst.score_stream(split.x)
+        return {"gbt": ev.metrics(split.labels, g, self.gbt_thr), "gbt_per_typology": per_typology(split, g, self.gbt_thr),
+                "hst": ev.metrics(split.labels, h, self.hst_thr)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"features": self.names, "gbt": self.gbt_info, "hst": self.hst.params,
+                "trained_on": "all curriculum rows (GBT); HST warm-up on target-stage rows, unlabelled",
+                "thresholds": "each at its own validation FPR 0.1% threshold", "fit_s": round(self.fit_s, 1)}
 
 
 def selection_metric(val: Split, tokens: TokenEncoder, negatives: int, seed: int) -> Callable[[Any], float]:
@@ -286,39 +315,25 @@ def build(
     # Precision variants are compared on the small test split (same drift as the test
     # split, 30k events) to keep the build short; fp32 metrics on it are metrics.test_small.
     ref_name, ref_split = ("test_small", small) if small is not None else ("test", test)
-    for name in graphs:
-        if name == "fp32":
+    for variant in graphs:
+        if variant == "fp32":
             continue
-        m, _ = evaluate_model_on(graphs[name], tokens, ref_split, thresholds)
+        m, _ = evaluate_model_on(graphs[variant], tokens, ref_split, thresholds)
         ref = metrics[ref_name]["model"]
-        checks[name][f"{ref_name}_metrics"] = m
-        checks[name][f"{ref_name}_metric_deltas_vs_fp32"] = {
+        checks[variant][f"{ref_name}_metrics"] = m
+        checks[variant][f"{ref_name}_metric_deltas_vs_fp32"] = {
             k: m[k] - ref[k] for k in ("auprc", "roc_auc", "f1", "recall", "alert_precision", "recall_at_fpr_0.1%")}
     perf = speed(graphs, tokens, test.texts)
-    for name in graphs:
-        checks[name]["speed"] = perf[name]
+    for variant in graphs:
+        checks[variant]["speed"] = perf[variant]
 
     if baselines:
-        t0 = time.perf_counter()
-        x_tr = np.concatenate([s.x for s in stage_splits])
-        y_tr = np.concatenate([s.y for s in stage_splits])
-        gbt, gbt_info = ev.gbt_baseline(x_tr, y_tr, val.x, val.y, seed=seed)
-        g_val = ev.gbt_scores(gbt, val.x)
-        g_thr = ev.choose_thresholds(val.labels, g_val, recipe.get("alert_fpr", 1e-3))["alert"]
-        hst = ev.HSTBaseline(encoding.FEATURE_NAMES, stage_splits[-1].x[:50_000], seed=seed)
-        h_val = hst.score_stream(val.x)
-        h_thr = ev.choose_thresholds(val.labels, h_val, recipe.get("alert_fpr", 1e-3))["alert"]
+        base = Baselines(encoding, stage_splits, val, seed, recipe.get("alert_fpr", 1e-3))
         for split_name, split in named:
-            g = ev.gbt_scores(gbt, split.x)
-            h = hst.score_stream(split.x)
-            metrics[split_name]["gbt"] = ev.metrics(split.labels, g, g_thr)
-            metrics[split_name]["gbt_per_typology"] = per_typology(split, g, g_thr)
-            metrics[split_name]["hst"] = ev.metrics(split.labels, h, h_thr)
+            metrics[split_name].update(base.evaluate(split))
             log(f"{split_name}: GBT AUPRC {metrics[split_name]['gbt']['auprc']:.4f} "
                 f"HST AUPRC {metrics[split_name]['hst']['auprc']:.4f}")
-        metrics["baselines"] = {"features": list(encoding.FEATURE_NAMES), "gbt": gbt_info, "hst": hst.params,
-                                "trained_on": "all curriculum rows (GBT); HST warm-up on target-stage rows, unlabelled",
-                                "thresholds": "each at its own validation FPR 0.1% threshold", "wall_s": round(time.perf_counter() - t0, 1)}
+        metrics["baselines"] = base.describe()
 
     card = {
         "name": name or f"{kind}s-deepseek",
@@ -356,10 +371,12 @@ def build(
 
 
 def evaluate_bundle(bundle_dir: str | Path, specs: Sequence[Mapping[str, Any]] | None = None, split: str = "test_small",
-                    precision: str = "fp32", threads: int = 1) -> dict[str, Any]:
+                    precision: str = "fp32", threads: int = 1, baselines: bool = False) -> dict[str, Any]:
     """Re-evaluate a bundle the way the worker scores: its card window, tokenizer and ONNX graph.
 
     ``specs`` defaults to the eval spec recorded in the card under ``split``.
+    ``baselines`` refits GBT and HalfSpaceTrees on the kind's recipe data (a few
+    minutes) and scores the same rows with them, side by side with the model.
     """
     from streamer.bundle import load_bundle
 
@@ -370,5 +387,13 @@ def evaluate_bundle(bundle_dir: str | Path, specs: Sequence[Mapping[str, Any]] |
             raise ValueError(f"{bundle_dir}: card has no eval spec {split!r}; pass --data")
     data = prepare(specs, b.encoding, b.card)
     m, s = evaluate_model_on(b.model_path, b.tokens, data, b.card["thresholds"], threads=threads)
-    return {"bundle": str(bundle_dir), "precision": precision, "data": data.sources, "model": _round(m),
-            "model_per_typology": _round(per_typology(data, s, b.card["thresholds"]["alert"]))}
+    report = {"bundle": str(bundle_dir), "precision": precision, "data": data.sources, "model": _round(m),
+              "model_per_typology": _round(per_typology(data, s, b.card["thresholds"]["alert"]))}
+    if baselines:
+        recipe = recipes.get(b.kind)
+        train_splits = [prepare(st["data"], b.encoding, b.card) for st in recipe["stages"]]
+        val = prepare(recipe["validation"], b.encoding, b.card)
+        base = Baselines(b.encoding, train_splits, val, recipe.get("seed", 0), recipe.get("alert_fpr", 1e-3))
+        report.update(_round(base.evaluate(data)))
+        report["baselines"] = _round(base.describe())
+    return report

@@ -1,0 +1,87 @@
+"""Render a bundle card's numbers as Markdown tables (for docs/model-card.md).
+
+Why generated: hand-copied metrics drift from the bundle they describe. The
+model-card section quotes this output verbatim, with the command and commit
+recorded in the card. ``python -m models.report --bundle DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Mapping
+
+from models.bundle import read_card
+
+COLUMNS = (("auprc", "AUPRC"), ("roc_auc", "ROC AUC"), ("recall_at_fpr_0.1%", "recall @ FPR 0.1%"),
+           ("recall_at_fpr_0.02%", "recall @ FPR 0.02%"), ("f1", "F1 @ alert thr."),
+           ("alert_precision", "alert precision"), ("recall", "recall @ alert thr."), ("fpr", "FPR @ alert thr."))
+
+
+def _f(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+
+
+def metrics_table(card: Mapping[str, Any], split: str) -> str:
+    m = card["metrics"].get(split) or {}
+    rows = ["| model | " + " | ".join(c for _, c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for key, label in (("model", "DeepSeek-V3 (ONNX fp32)"), ("gbt", "HistGradientBoosting"), ("hst", "HalfSpaceTrees")):
+        if key in m:
+            rows.append(f"| {label} | " + " | ".join(_f(m[key].get(k)) for k, _ in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def typology_table(card: Mapping[str, Any], split: str) -> str:
+    m = card["metrics"].get(split) or {}
+    model, gbt = m.get("model_per_typology") or {}, m.get("gbt_per_typology") or {}
+    rows = ["| typology | events | model recall @ alert thr. | GBT recall @ its alert thr. |", "|---|---|---|---|"]
+    for name in sorted(model):
+        rows.append(f"| {name} | {model[name]['events']} | {_f(model[name]['recall'])} | "
+                    f"{_f((gbt.get(name) or {}).get('recall'))} |")
+    return "\n".join(rows)
+
+
+def variants_table(card: Mapping[str, Any]) -> str:
+    checks = card.get("variant_checks") or {}
+    rows = ["| variant | file | max abs logit diff | max abs score diff | argmax agreement | AUPRC delta | "
+            "recall @ FPR 0.1% delta | events/s B1 | events/s B64 |", "|---" * 9 + "|"]
+    for name, c in checks.items():
+        par = c.get("vs_torch") or c.get("vs_fp32") or {}
+        ref = "torch" if "vs_torch" in c else "fp32"
+        delta = next((v for k, v in c.items() if k.endswith("_metric_deltas_vs_fp32")), {}) or {}
+        sp = c.get("speed") or {}
+        rows.append(f"| {name} | {card.get('variants', {}).get(name, '')} | {_f(par.get('max_abs_logit_diff'))} (vs {ref}) | "
+                    f"{_f(par.get('max_abs_score_diff'))} | {_f(par.get('argmax_agreement'))} | {_f(delta.get('auprc'))} | "
+                    f"{_f(delta.get('recall_at_fpr_0.1%'))} | {sp.get('b1_events_per_s', 'n/a')} | {sp.get('b64_events_per_s', 'n/a')} |")
+    return "\n".join(rows)
+
+
+def render(card: Mapping[str, Any]) -> str:
+    arch = card.get("architecture", {})
+    tr = card.get("training", {})
+    parts = [
+        f"Bundle `{card['name']}@{card['version']}`, encoding `{card['encoding_version']}`, "
+        f"{arch.get('parameters', '?'):,} parameters, max {card['max_seq_len']} tokens, window {card.get('window')}.",
+        f"Built by `{tr.get('command')}` at commit `{tr.get('commit')}`; training {tr.get('train_wall_s')} s, "
+        f"whole build {tr.get('build_wall_s')} s (data preparation {tr.get('data_prep_s')} s).",
+    ]
+    for split in ("test", "stress", "validation", "test_small"):
+        if split in card.get("metrics", {}):
+            data = card["metrics"][split].get("data")
+            parts.append(f"\n**{split}** ({'; '.join(data) if data else ''})\n\n" + metrics_table(card, split))
+            if card["metrics"][split].get("model_per_typology"):
+                parts.append("\n" + typology_table(card, split))
+    parts.append("\n**Precision variants**\n\n" + variants_table(card))
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models.report", description=__doc__)
+    ap.add_argument("--bundle", required=True)
+    args = ap.parse_args(argv)
+    sys.stdout.write(render(read_card(args.bundle)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
