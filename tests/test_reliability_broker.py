@@ -1,0 +1,152 @@
+"""Broker faults: a frozen broker (SIGSTOP past the request timeout) and a restarted one (data gone).
+
+The worker must say it is unhealthy while it cannot make progress (/healthz 503),
+recover by itself, and score every event the broker still holds. Each test runs
+its own broker: freezing or restarting the session broker would break other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import orjson
+import pytest
+
+from streamer.broker import EmbeddedBroker
+from streamer.metrics import MetricsServer
+from streamer.worker import Worker
+from tests.conftest import create, events, settings_for
+from tests.reliability import Collector, http_get, produce, wait_until
+
+REQUEST_TIMEOUT_MS = 5000  # shortened (default 15 s) so the test stays short; the behaviour is the same
+SESSION_TIMEOUT_MS = 6000  # default 10 s
+STALL_S = 8.0  # longer than the request timeout and the session timeout
+
+
+@pytest.fixture
+def own_broker():
+    b = EmbeddedBroker(port=0).start()
+    yield b
+    b.stop()
+
+
+def _settings(broker, topics, bundle):
+    return settings_for(
+        broker, topics, transactions_bundle=str(bundle), device="cpu", intra_op_threads=1, health_stall_s=2.0, commit_interval_s=0.5, reload_watch_s=0,
+        request_timeout_ms=REQUEST_TIMEOUT_MS, session_timeout_ms=SESSION_TIMEOUT_MS,
+    )
+
+
+async def _healthz(port: int) -> tuple[int, str]:
+    return await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz", 1.0)
+
+
+async def _poll_health(port: int, want: int, timeout: float, what: str) -> tuple[float, str]:
+    """Seconds until /healthz answers ``want``, and its body."""
+    t0 = time.monotonic()
+    while True:
+        code, body = await _healthz(port)
+        if code == want:
+            return time.monotonic() - t0, body.strip()
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"/healthz still {code} ({body.strip()!r}) after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_frozen_broker_unhealthy_then_recovers_and_scores_everything(own_broker, topics, tiny_tx_bundle):
+    broker = own_broker
+    evs = events("transaction", 3000, seed=71, n_accounts=200)
+    before, during, after = evs[:1000], evs[1000:2000], evs[2000:]
+
+    async def main():
+        await create(broker, topics)
+        worker = Worker(_settings(broker, topics, tiny_tx_bundle))
+        server = MetricsServer(worker.metrics, worker.health, "127.0.0.1", 0).start()
+        task = asyncio.create_task(worker.run())
+        figures = {}
+        try:
+            async with Collector(broker.bootstrap, [topics["scores"]]) as out:
+                ids = lambda: {r["event_id"] for r in out.records[topics["scores"]]}  # noqa: E731
+                await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in before])
+                await wait_until(lambda: len(ids()) >= len(before), 60, "the first events to be scored")
+                await _poll_health(server.port, 200, 10, "a healthy worker")
+                # events in the broker, not yet consumed, when it freezes
+                await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in during])
+                broker.signal(signal.SIGSTOP)
+                stopped = time.monotonic()
+                try:
+                    figures["unhealthy_after_s"], figures["unhealthy_reason"] = await _poll_health(server.port, 503, STALL_S, "/healthz to report the stall")
+                    while time.monotonic() - stopped < STALL_S:
+                        code, _ = await _healthz(server.port)
+                        assert code == 503, "healthy while the broker is frozen"
+                        await asyncio.sleep(0.25)
+                finally:
+                    broker.signal(signal.SIGCONT)
+                resumed = time.monotonic()
+                figures["healthy_again_s"], _ = await _poll_health(server.port, 200, 90, "recovery")
+                await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in after])
+                await wait_until(lambda: len(ids()) >= len(evs), 90, "every event to be scored after the stall")
+                figures["all_scored_s"] = time.monotonic() - resumed
+                figures["reconnects"] = worker.metrics.reconnects._value.get()
+                return ids(), figures
+        finally:
+            worker.stop()
+            await task
+            server.stop()
+
+    got, figures = asyncio.run(main())
+    assert got == {e["event_id"] for e in evs}
+    print(f"\nbroker frozen {STALL_S:.0f}s (request timeout {REQUEST_TIMEOUT_MS / 1000:.0f}s, session timeout {SESSION_TIMEOUT_MS / 1000:.0f}s): /healthz 503 after {figures['unhealthy_after_s']:.1f}s ({figures['unhealthy_reason']}); "
+          f"healthy again {figures['healthy_again_s']:.1f}s after SIGCONT; all {len(evs)} events scored {figures['all_scored_s']:.1f}s after SIGCONT; "
+          f"pipeline restarts {figures['reconnects']:.0f}")
+
+
+def test_restarted_broker_with_data_gone_worker_reconnects_and_scores_new_events(own_broker, topics, tiny_tx_bundle):
+    broker = own_broker
+    evs = events("transaction", 2000, seed=73, n_accounts=200)
+    first, second = evs[:1000], evs[1000:]
+
+    async def main():
+        await create(broker, topics)
+        worker = Worker(_settings(broker, topics, tiny_tx_bundle))
+        server = MetricsServer(worker.metrics, worker.health, "127.0.0.1", 0).start()
+        task = asyncio.create_task(worker.run())
+        figures = {}
+        try:
+            async with Collector(broker.bootstrap, [topics["scores"]]) as out:
+                await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in first])
+                await wait_until(lambda: len({r["event_id"] for r in out.records[topics["scores"]]}) >= len(first), 60, "the first events to be scored")
+            t0 = time.monotonic()
+            broker.restart()  # memory storage: topics, offsets and groups are gone
+            await create(broker, topics)
+            seen = set()
+
+            async def watch_health():
+                while True:
+                    seen.add((await _healthz(server.port))[0])
+                    await asyncio.sleep(0.1)
+
+            watcher = asyncio.create_task(watch_health())
+            try:
+                await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in second])
+                async with Collector(broker.bootstrap, [topics["scores"]]) as out:
+                    await wait_until(lambda: {r["event_id"] for r in out.records[topics["scores"]]} >= {e["event_id"] for e in second}, 90, "the new events to be scored")
+                    figures["scored_after_s"] = time.monotonic() - t0
+                    figures["healthy_again_s"], _ = await _poll_health(server.port, 200, 30, "recovery")
+                    new_ids = [r["event_id"] for r in out.records[topics["scores"]]]
+            finally:
+                watcher.cancel()
+            figures["saw_503"] = 503 in seen
+            figures["reconnects"] = worker.metrics.reconnects._value.get()
+            return new_ids, figures
+        finally:
+            worker.stop()
+            await task
+            server.stop()
+
+    new_ids, figures = asyncio.run(main())
+    assert set(new_ids) == {e["event_id"] for e in second}
+    print(f"\nbroker restarted (data gone): new events all scored {figures['scored_after_s']:.1f}s after the restart "
+          f"(/healthz answered 503 meanwhile: {figures['saw_503']}); healthy at the end; pipeline restarts {figures['reconnects']:.0f}")
