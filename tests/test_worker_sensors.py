@@ -14,7 +14,7 @@ from tests.conftest import SENSOR_BUNDLE, TX_BUNDLE, create, events, read_until,
 
 
 def test_one_worker_scores_transactions_and_sensors_and_rejects_unknown_sensors(broker, topics):
-    sensors = events("sensor", 2000, seed=71, fault_rate=0.03)
+    sensors = events("sensor", 2000, seed=71, fault_rate=0.03, n_assets=10)
     txs = events("transaction", 500, seed=72, n_accounts=100)
     faults = {e["event_id"] for e in sensors if e["label"] == 1}
     assert faults
