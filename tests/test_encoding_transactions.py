@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import doctest
 import math
+import re
 import time
 
 from hypothesis import given, settings
@@ -66,9 +67,11 @@ def test_newest_event_last_and_context_first():
     w = [T.record(_tx(i, T0 + i * 3_600_000, 20.0)) for i in range(6)]
     ev = _tx(9, T0 + 6 * 3_600_000, 20.0)
     words = T.text(ev, w, T.features(ev, w, None)).split()
-    assert words[0].startswith("e") and words[1].startswith("t")  # summary of older events first
+    summary = re.compile(r"^[er]\d+[peatx]$")
+    assert summary.match(words[0]) and words[1].startswith("t")  # summary of older events first
     assert words[-1].startswith("n")  # newest event's own words close the text
-    assert sum(1 for x in words if x.startswith("e") and x[1:-1].isdigit()) == T.SUMMARY_EVENTS
+    assert sum(1 for x in words if summary.match(x)) == T.SUMMARY_EVENTS
+    assert words[0] == "r3p"  # worded relative to the window median (20 / 20 = 1.0)
 
 
 def test_reasons_for_card_testing_and_impossible_travel():

@@ -206,3 +206,46 @@ def test_shipped_bundle_reproduces_card_metrics(capsys):
     report = json.loads(capsys.readouterr().out)
     card = json.loads((BUNDLE / "card.json").read_text())
     assert report["model"] == card["metrics"]["test_small"]["model"]
+
+
+def test_fine_tune_contract_command(tmp_path, capsys):
+    """`fine-tune --bundle BASE --train DATA.jsonl --out DIR` yields a loadable bundle with new thresholds."""
+    from models.cli import main
+
+    data = tmp_path / "mine.jsonl"
+    with open(data, "w") as fh:
+        for e in generate(3000, seed=77, fraud_rate=0.03, drift=0.7, n_accounts=60):
+            fh.write(json.dumps(e) + "\n")
+    out = tmp_path / "ft"
+    assert main(["fine-tune", "--bundle", str(BUNDLE), "--train", str(data), "--out", str(out), "--steps", "4",
+                 "--quiet"]) == 0
+    b = load_bundle(out)
+    base = json.loads((BUNDLE / "card.json").read_text())
+    assert b.card["version"] == base["version"] + "+ft"
+    assert b.card["training"]["base"] == f"{base['name']}@{base['version']}"
+    assert b.card["variant_checks"]["fp32"]["vs_torch"]["max_abs_logit_diff"] < 1e-4
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_fine_tune_rejects_bad_rows_with_line_numbers(tmp_path):
+    from models.finetune import fine_tune
+
+    data = tmp_path / "bad.jsonl"
+    good = next(iter(generate(1, seed=1)))
+    data.write_text(json.dumps(good) + "\n" + json.dumps(dict(good, event_id="b", amount=-3)) + "\n")
+    with pytest.raises(ds.DataError, match=r"row 2 .*amount"):
+        fine_tune(BUNDLE, data, tmp_path / "out", steps=1, progress=False)
+
+
+def test_export_command_rebuilds_graphs(tmp_path, capsys):
+    import shutil
+
+    from models.cli import main
+
+    copy = tmp_path / "b"
+    shutil.copytree(BUNDLE, copy)
+    assert main(["export", "--bundle", str(copy), "--variants", "int8"]) == 0
+    card = json.loads((copy / "card.json").read_text())
+    assert set(card["variants"]) == {"fp32", "int8"}
+    assert card["variant_checks"]["fp32"]["vs_torch"]["max_abs_logit_diff"] < 1e-4
+    load_bundle(copy, "int8")

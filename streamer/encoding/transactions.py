@@ -23,7 +23,7 @@ buckets so they are not handicapped) and ``reasons`` (human-readable alert text)
 >>> f["new_device"], f["new_country"], round(f["rel_ratio"]), f["v1h"]
 (1, 1, 30, 0)
 >>> text(ev, window, f)
-'e7p t7 e7p t7 e7p t5 amt14 rel9 gap5 v1m0 v10m0 v1h0 sm0 sum5 mnew cnew dnew knew ecom g_gamble hr7 hrna spd5 n2'
+'r3p t7 r3p t7 r3p t5 amt14 rel9 rmax4 gap5 v1m0 v10m0 v1h0 sm0 sum5 mnew cnew dnew knew ecom g_gamble hr7 hrna spd5 dist4 n2'
 >>> reasons(f)[:3]
 ['travel speed 5,122 km/h since previous transaction', "amount 30x the account's median", 'new device and new country']
 >>> len(vector(f)) == len(FEATURE_NAMES)
@@ -37,7 +37,7 @@ from bisect import bisect_left
 from typing import Any, Mapping, Sequence
 
 KIND = "transaction"
-ENCODING_VERSION = "tx-1"
+ENCODING_VERSION = "tx-2"
 
 # Default per-account window: enough history for a stable median and for
 # "first seen" flags to mean something, small enough to keep the per-event pass
@@ -58,6 +58,8 @@ GAP_EDGES_S = (10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600, 3 * 24 * 3600)
 COUNT_EDGES = (1, 2, 3, 5, 8, 13)
 SUM_EDGES = (1.5, 3.0, 6.0, 12.0, 25.0, 50.0)
 SPEED_EDGES = (100.0, 300.0, 900.0, 2000.0)  # km/h; bucket 0 is reserved for "near"
+RMAX_EDGES = (0.5, 1.0, 1.5, 3.0)  # amount / largest amount in the window
+DIST_EDGES_KM = (50.0, 500.0, 2000.0, 5000.0)  # from the previous located transaction
 AMOUNT_SCALE = 1.5  # amount bucket = floor(1.5 * log2(1 + amount)), capped
 AMOUNT_MAX_BUCKET = 24
 
@@ -281,7 +283,8 @@ def features(event: Mapping[str, Any], window: Sequence[Mapping[str, Any]], card
         "odd_hour": odd_hour,
         "speed_kmh": speed,
         "dist_km": dist,
-        # Context for the text summary: (amount, channel, ts) of the last few events.
+        # Context for the text summary: (amount, channel, ts) of the last few events;
+        # their amounts are worded relative to the window median when there is one.
         "_recent": [(amts[j], window[j]["ch"], tss[j]) for j in range(max(0, n - SUMMARY_EVENTS), n)],
         "_ts": ts,
     }
@@ -308,16 +311,25 @@ def _gap_word(prefix: str, gap_s: float) -> str:
 def text(event: Mapping[str, Any], window: Sequence[Mapping[str, Any]], feats: Mapping[str, Any]) -> str:
     """Words: a 2-word summary per recent event (oldest first), then one word per feature.
 
-    Summary word pairs are ``e{amount bucket}{channel letter}`` and ``t{gap to the
-    next event}`` so the model sees the rhythm and sizes that led up to this event.
+    Summary word pairs are ``r{amount relative to the window median}{channel
+    letter}`` (``e{absolute amount bucket}...`` while there is no median yet) and
+    ``t{gap to the next event}``, so the model sees the rhythm and sizes that led
+    up to this event. Every number in ``vector`` has a word here too, so the
+    transformer and the tree baseline see the same features.
     """
     words: list[str] = []
     recent = feats["_recent"]
     nxt = [r[2] for r in recent[1:]] + [feats["_ts"]]
+    median = feats["median"]
     for (a, ch, t), t_next in zip(recent, nxt):
-        words.append(f"e{amount_bucket(a)}{CHANNEL_LETTER.get(ch, 'x')}")
+        if median > 0:  # relative words survive a shift in spending level (drift)
+            words.append(f"r{_bucket(a / median, REL_EDGES)}{CHANNEL_LETTER.get(ch, 'x')}")
+        else:
+            words.append(f"e{amount_bucket(a)}{CHANNEL_LETTER.get(ch, 'x')}")
         words.append(_gap_word("t", (t_next - t) / 1000.0))
     f = feats
+    rel_max = f["rel_max"]
+    dist = f["dist_km"]
     rel = f["rel_ratio"]
     sum_rel = f["sum_rel"]
     speed = f["speed_kmh"]
@@ -332,6 +344,7 @@ def text(event: Mapping[str, Any], window: Sequence[Mapping[str, Any]], feats: M
     words += [
         f"amt{amount_bucket(f['amount'])}",
         "relna" if rel < 0 else f"rel{_bucket(rel, REL_EDGES)}",
+        "rmaxna" if rel_max < 0 else f"rmax{_bucket(rel_max, RMAX_EDGES)}",
         _gap_word("gap", f["gap_s"]),
         f"v1m{_count_bucket(f['v1m'])}",
         f"v10m{_count_bucket(f['v10m'])}",
@@ -347,6 +360,7 @@ def text(event: Mapping[str, Any], window: Sequence[Mapping[str, Any]], feats: M
         f"hr{f['hour'] // 3}",
         "hrna" if odd < 0 else ("hrodd" if odd else "hrok"),
         spd,
+        "distna" if dist < 0 else f"dist{_bucket(dist, DIST_EDGES_KM)}",
         "n0" if n == 0 else f"n{1 + _bucket(n, (3, 8, 16))}",
     ]
     return " ".join(words)
@@ -441,6 +455,9 @@ def reasons(feats: Mapping[str, Any]) -> list[str]:
 def _vocabulary() -> list[str]:
     """Every word ``text`` can emit, so a tokenizer never maps a rare bucket to [UNK]."""
     words = [f"e{b}{c}" for b in range(AMOUNT_MAX_BUCKET + 1) for c in "peatx"]
+    words += [f"r{b}{c}" for b in range(len(REL_EDGES) + 1) for c in "peatx"]
+    words += ["rmaxna"] + [f"rmax{i}" for i in range(len(RMAX_EDGES) + 1)]
+    words += ["distna"] + [f"dist{i}" for i in range(len(DIST_EDGES_KM) + 1)]
     words += ["tna"] + [f"t{i}" for i in range(len(GAP_EDGES_S) + 1)]
     words += [f"amt{b}" for b in range(AMOUNT_MAX_BUCKET + 1)]
     words += ["relna"] + [f"rel{i}" for i in range(len(REL_EDGES) + 1)]
