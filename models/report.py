@@ -19,7 +19,11 @@ COLUMNS = (("auprc", "AUPRC"), ("roc_auc", "ROC AUC"), ("recall_at_fpr_0.1%", "r
 
 
 def _f(v: Any) -> str:
-    return "n/a" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v))
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.1e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"
+    return str(v)
 
 
 def metrics_table(card: Mapping[str, Any], split: str) -> str:
