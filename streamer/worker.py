@@ -114,6 +114,7 @@ class Worker:
         # partition's windows are restored would be scored without its history.
         self._rebalance_lock = asyncio.Lock()
         self._generation = 0
+        self._restore_error: BaseException | None = None
         self.assigned: set[TopicPartition] = set()
         self.counts = {"in": 0, "scored": 0, "rejected": 0, "alerts": 0}
         self.recent_alerts: list[dict] = []  # for the demo's live view
@@ -198,6 +199,7 @@ class Worker:
         self._space = asyncio.Event()
         self._space.set()
         self._rebalance_lock = asyncio.Lock()
+        self._restore_error = None
         for lane in self.lanes.values():
             lane.intake.store = lane.intake.store.fresh(replays=True)  # keeps what uncommitted events saw (exact replays)
             lane.batcher = MicroBatcher(s.max_batch, s.max_wait_ms / 1000.0)
@@ -281,12 +283,16 @@ class Worker:
                     self._space.clear()
                 consumer.resume(*parts)
                 self.metrics.paused.set(0)
+            if self._restore_error is not None:  # never score without the windows: restart and restore again
+                raise DeliveryFailed(f"window restore failed: {self._restore_error!r}"[:200])
             generation = self._generation
             batches = await consumer.getmany(timeout_ms=100, max_records=max(s.max_batch * 4, 256))
             if not batches:
                 self._set_health()
                 continue
             async with self._rebalance_lock:
+                if self._restore_error is not None:
+                    raise DeliveryFailed(f"window restore failed: {self._restore_error!r}"[:200])
                 if generation != self._generation:
                     # Fetched across a rebalance: the consumer's position already moved past these
                     # records, so rewind to the committed offset or they would never be seen again.
@@ -485,7 +491,12 @@ class Worker:
         for lane in self.lanes.values():
             parts = sorted(tp.partition for tp in assigned if tp.topic == lane.topic)
             if parts:
-                n = await restore_windows(self._kafka_kwargs(), lane.changelog, parts, lane.intake.store)
+                try:
+                    n = await restore_windows(self._kafka_kwargs(), lane.changelog, parts, lane.intake.store)
+                except Exception as exc:  # noqa: BLE001 - aiokafka would log it and let us consume without windows
+                    log.error("%s: restoring windows of partitions %s from %s failed: %r", lane.kind, parts, lane.changelog, exc)
+                    self._restore_error = exc
+                    return
                 self.metrics.restored.labels(lane.kind).inc(n)
                 log.info("%s: restored %d windows for partitions %s", lane.kind, n, parts)
 

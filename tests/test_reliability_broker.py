@@ -150,3 +150,60 @@ def test_restarted_broker_with_data_gone_worker_reconnects_and_scores_new_events
     assert set(new_ids) == {e["event_id"] for e in second}
     print(f"\nbroker restarted (data gone): new events all scored {figures['scored_after_s']:.1f}s after the restart "
           f"(/healthz answered 503 meanwhile: {figures['saw_503']}); healthy at the end; pipeline restarts {figures['reconnects']:.0f}")
+
+
+def test_failed_window_restore_restarts_instead_of_scoring_without_history(broker, topics, tiny_tx_bundle, monkeypatch):
+    """A restore that fails (broker timeout, missing changelog partition) must not let events through without windows."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    from streamer import worker as worker_mod
+    from streamer.score_file import score_lines
+
+    evs = events("transaction", 1200, seed=77, n_accounts=30)
+    first, second = evs[:600], evs[600:]
+    real = worker_mod.restore_windows
+    calls = []
+
+    async def flaky(*args, **kwargs):
+        calls.append(time.monotonic())
+        if len(calls) == 2:  # the second worker's first restore fails
+            raise KafkaTimeoutError("Failed to get offsets by times in 40000 ms")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_mod, "restore_windows", flaky)
+
+    async def main():
+        await create(broker, topics)
+        s = _settings(broker, topics, tiny_tx_bundle)
+        w1 = Worker(s)
+        t1 = asyncio.create_task(w1.run())
+        await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in first])
+        await wait_until(lambda: w1.counts["scored"] >= len(first), 60, "the first worker")
+        w1.stop()
+        await t1
+        w2 = Worker(s)
+        server = MetricsServer(w2.metrics, w2.health, "127.0.0.1", 0).start()
+        t2 = asyncio.create_task(w2.run())
+        try:
+            await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in second])
+            _, why = await _poll_health(server.port, 503, 60, "/healthz to report the failed restore")
+            await wait_until(lambda: len(calls) >= 3, 60, "a second restore")
+            await wait_until(lambda: w2.counts["scored"] >= len(second), 60, "the second worker to score")
+            got = await read_until_scores(broker, topics, len(evs))
+        finally:
+            w2.stop()
+            await t2
+            server.stop()
+        return why, got
+
+    why, got = asyncio.run(main())
+    assert "window restore failed" in why
+    reference = {r["event_id"]: r["score"] for r in score_lines((orjson.dumps(e) for e in evs), tiny_tx_bundle)}
+    assert all(r["score"] == reference[r["event_id"]] for r in got), "an event was scored without its restored window"
+
+
+async def read_until_scores(broker, topics, n):
+    from tests.conftest import read_until
+
+    got = await read_until(broker, [topics["scores"]], lambda g: len({r["event_id"] for r in g[topics["scores"]]}) >= n, 60)
+    return got[topics["scores"]]

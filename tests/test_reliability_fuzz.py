@@ -161,7 +161,7 @@ def test_fuzzed_messages_never_escape_and_every_rejection_has_a_reason(tiny_tx_b
     offset = [0]
 
     @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(st.lists(message, min_size=10, max_size=30))
+    @given(st.lists(message, min_size=17, max_size=30))  # 300 examples x >= 17 messages >= 5,100
     def run(messages):
         items = []
         for kind, raw in messages:
