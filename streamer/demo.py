@@ -108,10 +108,9 @@ async def _live(worker: Worker, bootstrap: str, metrics_port: int, duration: flo
         rates.update({k: (worker.counts[k] - last[k]) / dt for k in ("in", "scored")})
         last, last_t = dict(worker.counts), t
 
-    stop = worker._stop  # set by Ctrl-C / SIGTERM through the worker's signal handlers
-
     async def until_stop() -> None:
-        while stop is None or not stop.is_set():
+        # the worker's stop event (set by Ctrl-C / SIGTERM) exists only once its run() started: look it up each time
+        while worker._stop is None or not worker._stop.is_set():
             if duration and time.monotonic() - started >= duration:
                 return
             await asyncio.sleep(0.1)
