@@ -43,25 +43,47 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+_NOVELTY = [enc.FEATURE_NAMES.index(f"top1_{k}") for k in ("env", "menv", "denv", "venv", "qenv")]
+
+
 def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require_label: bool = True,
             limit: int | None = None) -> Split:
-    """Encode each spec as its own stream (own windows) through ``models.dataset.rows``; keep fault types."""
+    """Encode each spec as its own stream (own windows) through ``models.dataset.rows``; keep fault types.
+
+    Spec options for self-supervised target data (why: the unlabelled series contain real anomalies that
+    must not be taught as "normal", and an alert is wanted when a fault *starts*):
+
+    - ``"labels": "onset"`` with ``"onset_k"``: an injected fault is positive for its first k readings
+      only; its later readings are negatives (they are no longer news);
+    - ``"pu": true``: readings *without* an injected fault that already look novel (outside the asset's
+      long-run range on any envelope) are left out: unlabelled, possibly anomalous, not negatives.
+    """
     out = Split()
     for spec in specs:
         typ: list[str | None] = []
+        ages: list[int | None] = []
 
         def tap(stream: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
             for e in stream:
                 typ.append(e.get("fault_type"))
+                ages.append(e.get("fault_age"))
                 yield e
 
-        src = sr.describe(spec)
+        onset_k = int(spec.get("onset_k", 3)) if spec.get("labels") == "onset" else None
+        pu = bool(spec.get("pu"))
+        src = sr.describe(spec) + (f" labels=onset(k={onset_k})" if onset_k else "") + (" pu" if pu else "")
         it = ds.rows(tap(sr.events(spec)), enc, card, require_label=require_label, source=src)
-        for r in itertools.islice(it, limit):
+        for i, r in enumerate(itertools.islice(it, limit)):
+            y = int(r.label or 0)
+            injected = typ[i] is not None
+            if pu and not injected and max(r.vector[j] for j in _NOVELTY) > 0:
+                continue
+            if onset_k is not None and injected:
+                y = int(ages[i] is not None and ages[i] < onset_k)
             out.texts.append(r.text)
-            out.labels.append(int(r.label or 0))
+            out.labels.append(y)
             out.vectors.append(r.vector)
-        out.typologies.extend(typ[: len(out.texts) - len(out.typologies)])
+            out.typologies.append(typ[i])
         out.sources.append(src)
     return out
 

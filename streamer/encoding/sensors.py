@@ -180,14 +180,13 @@ def _baseline(vals: list[float], stat: Mapping[str, Any] | None) -> tuple[float,
     return center, scale, dscale, rep
 
 
-def _cold_state(vals: list[float], v: float, stat: Mapping[str, Any] | None) -> list[float]:
+def _cold_state(vals: list[float], v: float) -> list[float]:
     """Long-memory state for a sensor without one: seeded from its window (before ``v``), else from ``v``."""
     hist = vals or [v]
     n = len(hist)
     m = sum(hist) / n
-    var = sum((x - m) ** 2 for x in hist) / n
-    if stat is not None and len(vals) < MIN_HISTORY:
-        var = max(var, float(stat["std"]) ** 2)
+    var = sum((x - m) ** 2 for x in hist) / n  # never the card's std: a fleet-wide spread would mask
+    # this asset's own range for thousands of readings (the state's variance forgets only as 1/n)
     absd = list(map(abs, map(sub, hist[1:], hist[:-1]))) or [0.0]
     ad = sum(absd) / len(absd)
     rec = hist[-RECENT:]
@@ -226,7 +225,7 @@ def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: lis
 
     # Long memory: has this sensor ever (in ~LONG readings) been this far out?
     if st is None:
-        st = _cold_state(vals, v, stat)
+        st = _cold_state(vals, v)
     cnt, m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo = st
     d = abs(v - prev)
     if cnt >= MIN_HISTORY:

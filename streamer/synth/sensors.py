@@ -8,8 +8,8 @@ a shared latent load that correlates sensors, AR(1) noise, quantized and
 heavy-tailed sensors, benign bursts and slow legitimate trends) and faults are
 defined relative to each sensor's recent robust scale.
 
-Fault types (every reading of the asset during an episode has ``label`` 1 and
-``fault_type`` set):
+Fault types (every reading of the asset during an episode has ``label`` 1,
+``fault_type`` set and ``fault_age``, its position in the episode, 0 at onset):
 
 - ``spike``: 1-3 readings far off on one sensor;
 - ``level_shift``: one sensor jumps to a new level for a while;
@@ -106,13 +106,24 @@ _INTERVALS_MS = ((10_000, 0.25), (60_000, 0.4), (300_000, 0.35))
 class _Scale:
     """Recent robust scale of one sensor: level σ (IQR) and step σ (median |diff|)."""
 
-    __slots__ = ("buf",)
+    __slots__ = ("buf", "hi", "lo")
 
     def __init__(self) -> None:
         self.buf: deque[float] = deque(maxlen=256)
+        self.hi = -math.inf  # all-time range: "novel" faults go beyond it
+        self.lo = math.inf
 
     def add(self, x: float) -> None:
         self.buf.append(x)
+        if x > self.hi:
+            self.hi = x
+        if x < self.lo:
+            self.lo = x
+
+    def beyond(self, m: float) -> float:
+        """Offset from the last value to ``|m|`` level-σ past the all-time range, on the side of ``m``'s sign."""
+        last, sd = self.last(), self.level()
+        return (self.hi - last + m * sd) if m > 0 else (self.lo - last + m * sd)
 
     def level(self) -> float:
         s = sorted(self.buf)
@@ -168,8 +179,13 @@ class _Episode:
 
 
 def _new_episode(rng: random.Random, scales: Mapping[str, _Scale], names: Sequence[str], kinds: Sequence[str] | None = None,
-                 weights: Sequence[float] | None = None, strength: float = 1.0) -> _Episode:
-    """Draw a fault relative to the sensors' recent robust scales (magnitudes log-uniform, subtle to gross)."""
+                 weights: Sequence[float] | None = None, strength: float = 1.0, novel: float = 0.0) -> _Episode:
+    """Draw a fault relative to the sensors' recent robust scales (magnitudes log-uniform, subtle to gross).
+
+    With probability ``novel`` a spike, shift, drift or correlated fault is instead placed *beyond the
+    sensor's all-time range* by 0.3-5 σ: novel relative to the asset's own history, which is what
+    separates a fault from the heavy tails that real metrics show all the time.
+    """
     kinds = list(kinds or FAULT_TYPES)
     if weights is None:
         weights = [_FAULT_WEIGHTS[FAULT_TYPES.index(k)] for k in kinds]
@@ -184,15 +200,20 @@ def _new_episode(rng: random.Random, scales: Mapping[str, _Scale], names: Sequen
         return math.exp(rng.uniform(math.log(lo_s), math.log(hi_s))) * strength * rng.choice((-1.0, 1.0))
 
     targets: dict[str, float] = {}
+    is_novel = novel > 0 and rng.random() < novel
     if kind == "correlated":
         chosen = rng.sample(list(names), min(len(names), rng.randint(2, 4)))
         sign = rng.choice((-1.0, 1.0))
         for nm in chosen:
-            targets[nm] = abs(mag(2.0, 6.0)) * scales[nm].level() * (sign if rng.random() < 0.8 else -sign)
+            sg = sign if rng.random() < 0.8 else -sign
+            targets[nm] = (scales[nm].beyond(sg * abs(mag(0.3, 5.0))) if is_novel
+                           else abs(mag(2.0, 6.0)) * scales[nm].level() * sg)
     else:
         nm = rng.choice(list(names))
         sc = scales[nm]
-        if kind == "spike":
+        if is_novel and kind in ("spike", "level_shift", "drift"):
+            targets[nm] = sc.beyond(mag(0.3, 5.0))
+        elif kind == "spike":
             targets[nm] = mag(4.0, 15.0) * sc.level()
         elif kind == "level_shift":
             targets[nm] = mag(2.5, 10.0) * sc.level()
@@ -302,7 +323,9 @@ def generate(
             a.episode = _new_episode(a.rng, a.scales, [s.name for s in a.specs])
         for name, v in readings.items():
             a.scales[name].add(v)  # scales track the *normal* signal, as an operator's baseline would
+        age = None
         if a.episode is not None:
+            age = a.episode.k
             readings = a.episode.apply(readings)
             label, ftype = 1, a.episode.kind
             if a.episode.done:
@@ -310,7 +333,7 @@ def generate(
         if a.drop and len(readings) > 1 and a.rng.random() < a.drop:  # a reading that did not arrive
             readings.pop(a.rng.choice(list(readings)))
         ev = {"event_id": f"sn-{seed}-{n}", "ts": int(ts), "asset_id": a.id, "readings": _round(readings),
-              "label": label, "fault_type": ftype}
+              "label": label, "fault_type": ftype, "fault_age": age}
         a.n += 1
         a.ts += a.interval * (1.0 + a.rng.uniform(-0.02, 0.02))
         heapq.heappush(heap, (a.ts, i))
@@ -324,6 +347,7 @@ def inject_faults(
     kinds: Sequence[str] | None = None,
     min_history: int = MIN_HISTORY,
     strength: float = 1.0,
+    novel: float = 0.0,
 ) -> Iterator[dict[str, Any]]:
     """Inject labelled synthetic faults into a normal-only, time-ordered stream (any sensor names).
 
@@ -354,12 +378,13 @@ def inject_faults(
         for name, v in readings.items():
             scales.setdefault(name, _Scale()).add(float(v))
         out = dict(ev)
-        out["label"], out["fault_type"] = 0, None
+        out["label"], out["fault_type"], out["fault_age"] = 0, None, None
         if ep[0] is None and count[0] >= min_history and rng.random() < p_start:
             names = [n for n in readings if n in scales and len(scales[n].buf) >= 16]
             if names:
-                ep[0] = _new_episode(rng, scales, names, kinds, strength=strength)
+                ep[0] = _new_episode(rng, scales, names, kinds, strength=strength, novel=novel)
         if ep[0] is not None:
+            out["fault_age"] = ep[0].k
             out["readings"] = _round(ep[0].apply({k: float(v) for k, v in readings.items()}))
             out["label"], out["fault_type"] = 1, ep[0].kind
             if ep[0].done:
