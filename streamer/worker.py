@@ -168,7 +168,7 @@ class Worker:
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                await self._run_once()
+                await self._run_guarded()
                 backoff = 1.0
             except (KafkaError, DeliveryFailed, OSError, asyncio.TimeoutError, TimeoutError) as exc:
                 self.metrics.reconnects.inc()
@@ -182,6 +182,20 @@ class Worker:
             watcher.cancel()
         self._state = "stopped"
         self._executor.shutdown(wait=False)
+
+    async def _run_guarded(self) -> None:
+        """``_run_once`` under a watchdog: a pipeline that has made no broker round trip for a long time
+        (a client stuck after a broker freeze, a flush that never returns) is torn down and restarted
+        instead of staying unhealthy forever."""
+        inner = asyncio.create_task(self._run_once())
+        limit = max(3 * self.s.health_stall_s, 30.0)
+        while not inner.done():
+            await asyncio.wait([inner], timeout=1.0)
+            if not inner.done() and self._state == "running" and time.monotonic() - self._last_roundtrip > limit:
+                inner.cancel()
+                await asyncio.wait([inner], timeout=30.0)  # its finally stops the clients (bounded)
+                raise DeliveryFailed(f"no broker round trip for {limit:.0f}s; restarting the Kafka clients")
+        inner.result()
 
     def _kafka_kwargs(self) -> dict[str, Any]:
         return {"bootstrap_servers": self.s.brokers, "client_id": self.s.client_id, **self.s.kafka_security()}

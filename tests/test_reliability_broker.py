@@ -43,12 +43,12 @@ async def _healthz(port: int) -> tuple[int, str]:
     return await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz", 1.0)
 
 
-async def _poll_health(port: int, want: int, timeout: float, what: str) -> tuple[float, str]:
-    """Seconds until /healthz answers ``want``, and its body."""
+async def _poll_health(port: int, want: int, timeout: float, what: str, contains: str = "") -> tuple[float, str]:
+    """Seconds until /healthz answers ``want`` (with ``contains`` in its body), and its body."""
     t0 = time.monotonic()
     while True:
         code, body = await _healthz(port)
-        if code == want:
+        if code == want and contains in body:
             return time.monotonic() - t0, body.strip()
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"/healthz still {code} ({body.strip()!r}) after {timeout:.0f}s waiting for {what}")
@@ -186,7 +186,7 @@ def test_failed_window_restore_restarts_instead_of_scoring_without_history(broke
         t2 = asyncio.create_task(w2.run())
         try:
             await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in second])
-            _, why = await _poll_health(server.port, 503, 60, "/healthz to report the failed restore")
+            _, why = await _poll_health(server.port, 503, 60, "/healthz to report the failed restore", contains="window restore failed")
             await wait_until(lambda: len(calls) >= 3, 60, "a second restore")
             await wait_until(lambda: w2.counts["scored"] >= len(second), 60, "the second worker to score")
             got = await read_until_scores(broker, topics, len(evs))
