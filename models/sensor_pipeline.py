@@ -43,7 +43,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-_NOVELTY = [enc.FEATURE_NAMES.index(f"top1_{k}") for k in ("env", "menv", "denv", "venv", "qenv")]
+_NOVELTY = [enc.FEATURE_NAMES.index(f"top1_{k}") for k in ("env", "menv")]
 
 
 def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require_label: bool = True,
@@ -55,8 +55,9 @@ def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require
 
     - ``"labels": "onset"`` with ``"onset_k"``: an injected fault is positive for its first k readings
       only; its later readings are negatives (they are no longer news);
-    - ``"pu": true``: readings *without* an injected fault that already look novel (outside the asset's
-      long-run range on any envelope) are left out: unlabelled, possibly anomalous, not negatives.
+    - ``"pu": true``: readings *without* an injected fault whose value (or short mean) is already outside
+      the asset's long-run range are left out: unlabelled, possibly anomalous, not negatives. (Natural
+      quiet spells, repeats and bursts stay negatives: real metrics have plenty of them.)
     """
     out = Split()
     for spec in specs:

@@ -38,11 +38,11 @@ RECIPE: dict[str, Any] = {
     "stages": [
         {"name": "broad", "data": [_synth(120_000, 101, 0.04, 0.0, 40), _synth(60_000, 102, 0.04, 0.5, 24)],
          "steps": 1800, "lr": 2e-3, "pos_fraction": 0.3, "warmup": 100},
-        {"name": "target", "data": [{"nab_inject": {"seed": 201, "fault_rate": 0.06, "novel": 1.0,
+        {"name": "target", "data": [{"nab_inject": {"seed": 201, "fault_rate": 0.08, "novel": 1.0,
                                                     "kinds": ["spike", "level_shift", "drift", "correlated"]},
                                      "labels": "onset", "onset_k": 3, "pu": True},
                                     _synth(40_000, 202, 0.04, 0.25, 24)],
-         "steps": 1400, "lr": 7e-4, "pos_fraction": 0.3, "warmup": 50},
+         "steps": 2000, "lr": 7e-4, "pos_fraction": 0.3, "warmup": 50},
     ],
     "validation": [_synth(50_000, 303, 0.02, 0.25, 24)],
     "test": [_synth(80_000, 404, 0.02, 0.5, 32)],
