@@ -3,15 +3,20 @@
 Curriculum (why): stage one teaches what a fault looks like *relative to an
 asset's own normal* on broad synthetic fleets (five asset types, seven fault
 types, two drift levels). Stage two adapts to the target data, NAB's 58 real
-series, **without any NAB label**: the series as they are count as normal and
-the same series with synthetic faults injected (``streamer.synth.sensors.
-inject_faults``) as faulty, a contrastive, self-supervised signal. That keeps
-the whole-corpus NAB score a legitimate held-out result (policy (a)). A slice of
-synthetic data is replayed in stage two so the bundle still serves generic fleets.
+series, **without any NAB label** (policy (a), so the whole-corpus NAB score is
+a held-out result): the series as they are count as normal and the same series
+with synthetic faults injected beyond each series' own all-time range
+(``inject_faults(..., novel=1.0)``) as faulty, a contrastive, self-supervised
+signal. Injected faults are positive for their first 3 readings (an alert is
+wanted when a fault starts) and natural readings already outside the series'
+long-run range are left out of the negatives (they may be the real anomalies;
+see ``models.sensor_pipeline.prepare``). A slice of synthetic data is replayed
+in stage two so the bundle still serves generic fleets.
 
 Data specs extend ``models.recipes``: besides ``{"synth": {...}}`` and
-``{"jsonl": path}``, ``{"nab_inject": {"seed", "fault_rate"}}`` is the NAB corpus
-(``models.nab``) with injected faults and ``label`` from the injection only.
+``{"jsonl": path}``, ``{"nab_inject": {"seed", "fault_rate", "novel", "kinds"}}``
+is the NAB corpus (``models.nab``) with injected faults and ``label`` from the
+injection only.
 """
 
 from __future__ import annotations
