@@ -42,7 +42,7 @@ from operator import itemgetter, mul, sub
 from typing import Any, Mapping, Sequence
 
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v2"
+ENCODING_VERSION = "sensor-v3"  # v3: cold-start state without the fleet std, 16-gap cadence
 
 # The window the worker keeps per asset (the card repeats it as card["window"]).
 # 128 readings (~10 hours at a 5-minute cadence) give a robust short-term normal;
