@@ -177,3 +177,23 @@ def timed_rate(fn: Callable[[int], int], seconds: float, min_calls: int = 3) -> 
         dt = time.perf_counter() - t0
         if dt >= seconds and calls >= min_calls:
             return done / dt, calls, dt
+
+
+async def read_scores(brokers: str, topic: str, n: int, timeout: float) -> list[int]:
+    """Broker timestamps (ms) of the first ``n`` records of ``topic`` (or as many as arrive before the timeout), sorted.
+
+    Throughput in the Kafka benches is read from these, so start-up and group joins count for no contender.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=brokers, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+    await c.start()
+    stamps: list[int] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(stamps) < n and time.monotonic() < deadline:
+            for msgs in (await c.getmany(timeout_ms=500)).values():
+                stamps.extend(m.timestamp for m in msgs)
+    finally:
+        await c.stop()
+    return sorted(stamps)

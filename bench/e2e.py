@@ -32,6 +32,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench.common import read_scores
 from streamer.broker import EmbeddedBroker, ensure_topics
 from streamer.bundle import DEFAULT_BUNDLES
 from streamer.producer import produce
@@ -40,11 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def _events(n: int, seed: int, start_ms: int | None = None) -> list[bytes]:
+def _events(n: int, seed: int) -> list[bytes]:
     from streamer.synth import for_kind
 
-    evs = itertools.islice(for_kind("transaction").generate(n, seed, start_ms=start_ms) if start_ms else for_kind("transaction").generate(n, seed), n)
-    return [orjson.dumps(e) for e in evs]
+    return [orjson.dumps(e) for e in itertools.islice(for_kind("transaction").generate(n, seed), n)]
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -64,19 +64,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 async def _measure(brokers: str, topic: str, n: int, timeout: float) -> dict[str, float]:
     """Read ``n`` records from ``topic``; rate from the broker timestamps of the first and last."""
-    c = AIOKafkaConsumer(topic, bootstrap_servers=brokers, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-    await c.start()
-    stamps: list[int] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(stamps) < n and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=500)).values():
-                stamps.extend(m.timestamp for m in msgs)
-    finally:
-        await c.stop()
+    stamps = await read_scores(brokers, topic, n, timeout)
     if len(stamps) < 2:
         return {"records": len(stamps), "events_per_s": 0.0}
-    stamps.sort()
     span = max(1e-3, (stamps[-1] - stamps[0]) / 1000.0)
     return {"records": len(stamps), "events_per_s": (len(stamps) - 1) / span, "span_s": span, "complete": len(stamps) >= n}
 

@@ -41,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
-from bench.common import ROOT, bundle_info, fmt_range, print_table, resolve_bundle, spread, write_result
+from bench.common import ROOT, bundle_info, fmt_range, print_table, read_scores, resolve_bundle, spread, write_result
 from streamer.broker import EmbeddedBroker, ensure_topics
 from streamer.producer import produce
 
@@ -115,21 +114,6 @@ def wait_stable(logs: list[Path], procs: list[subprocess.Popen], partitions: int
         last = cur if ok else None
         time.sleep(0.2)
     raise TimeoutError(f"group did not settle within {timeout:.0f}s: {assignments(logs)}")
-
-
-async def read_scores(brokers: str, topic: str, n: int, timeout: float) -> list[int]:
-    """Broker timestamps (ms) of the first ``n`` score records (or as many as arrive before the timeout)."""
-    c = AIOKafkaConsumer(topic, bootstrap_servers=brokers, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-    await c.start()
-    stamps: list[int] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(stamps) < n and time.monotonic() < deadline:
-            for msgs in (await c.getmany(timeout_ms=500)).values():
-                stamps.extend(m.timestamp for m in msgs)
-    finally:
-        await c.stop()
-    return sorted(stamps)
 
 
 def rates(stamps: list[int]) -> dict[str, float]:
