@@ -45,6 +45,21 @@ def git_commit(repo: str | Path = ".") -> str | None:
         return None
 
 
+def serving_fields(encoding: Any, max_seq_len: int, tokens: Any, tok: Any, window: Mapping[str, Any]) -> dict[str, Any]:
+    """The card fields the worker serves by (encoding, shapes, I/O, tokenizer rules), the same for every kind."""
+    return {
+        "encoding_version": encoding.ENCODING_VERSION,
+        "max_seq_len": max_seq_len,
+        "buckets": list(tokens.buckets),
+        "window": window,
+        "inputs": ["input_ids", "attention_mask"],
+        "input_dtype": "int64",
+        "output": {"name": "logits", "shape": ["batch", 2], "dtype": "float32", "score": "softmax(logits)[:, 1]"},
+        "tokenizer": {"type": "WordLevel", "vocab_size": tok.get_vocab_size(), "pad_id": tokens.pad_id,
+                      "end_id": tokens.end_id, "padding": "right", "truncation": "left"},
+    }
+
+
 def write_card(out_dir: str | Path, card: Mapping[str, Any]) -> Path:
     path = Path(out_dir) / "card.json"
     path.write_bytes(orjson.dumps(card, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n")

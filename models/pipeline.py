@@ -228,7 +228,7 @@ def build(
     from models import classifier as clf
     from models import evaluate as ev
     from models import tokenizer as tk
-    from models.bundle import git_commit, write_bundle
+    from models.bundle import git_commit, serving_fields, write_bundle
     from models.train import Stage, TrainConfig, train
 
     t_start = time.perf_counter()
@@ -339,15 +339,7 @@ def build(
         "name": name or f"{kind}s-deepseek",
         "version": version,
         "kind": kind,
-        "encoding_version": encoding.ENCODING_VERSION,
-        "max_seq_len": recipe["max_seq_len"],
-        "buckets": list(tokens.buckets),
-        "window": window,
-        "inputs": ["input_ids", "attention_mask"],
-        "input_dtype": "int64",
-        "output": {"name": "logits", "shape": ["batch", 2], "dtype": "float32", "score": "softmax(logits)[:, 1]"},
-        "tokenizer": {"type": "WordLevel", "vocab_size": tok.get_vocab_size(), "pad_id": tokens.pad_id,
-                      "end_id": tokens.end_id, "padding": "right", "truncation": "left"},
+        **serving_fields(encoding, recipe["max_seq_len"], tokens, tok, window),
         "thresholds": thresholds,
         "normalization": None,
         "architecture": {**clf.architecture(model), **init},

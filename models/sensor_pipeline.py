@@ -185,7 +185,7 @@ def build(
     from models import evaluate as ev
     from models import recipes
     from models import tokenizer as tk
-    from models.bundle import VARIANT_FILES, git_commit, write_bundle, write_card
+    from models.bundle import VARIANT_FILES, git_commit, serving_fields, write_bundle, write_card
     from models.pipeline import evaluate_model_on, export_and_check, speed
     from models.train import Stage, TrainConfig, train
 
@@ -298,15 +298,7 @@ def build(
         "name": card_ctx["name"],
         "version": version,
         "kind": "sensor",
-        "encoding_version": enc.ENCODING_VERSION,
-        "max_seq_len": recipe["max_seq_len"],
-        "buckets": list(tokens.buckets),
-        "window": window,
-        "inputs": ["input_ids", "attention_mask"],
-        "input_dtype": "int64",
-        "output": {"name": "logits", "shape": ["batch", 2], "dtype": "float32", "score": "softmax(logits)[:, 1]"},
-        "tokenizer": {"type": "WordLevel", "vocab_size": tok.get_vocab_size(), "pad_id": tokens.pad_id,
-                      "end_id": tokens.end_id, "padding": "right", "truncation": "left"},
+        **serving_fields(enc, recipe["max_seq_len"], tokens, tok, window),
         "thresholds": thresholds,
         "normalization": norm,
         "architecture": {**clf.architecture(model), "preset": preset, "init": "random"},
