@@ -15,6 +15,19 @@ window an event was first scored with instead of counting the event twice.
 [4]
 >>> [r["o"] for r in before(w, 3)]
 [2]
+
+A record may carry the entity's running state under ``STATE`` (the sensor
+encoding's long-memory statistics). Only the newest record's state is ever
+read, so ``push`` keeps it there alone: the record that stops being the newest
+is replaced by a copy without it, which keeps a window's size (and its
+changelog message) independent of how large that state is. The record objects
+themselves are never changed, so a replay that re-pushes the same records gets
+the same states back.
+
+>>> w = push([], {"o": 1, "ts": 0, "s": {"x": [1.0]}}, 8, 10_000)
+>>> w = push(w, {"o": 2, "ts": 1, "s": {"x": [2.0]}}, 8, 10_000)
+>>> [sorted(r) for r in w]
+[['o', 'ts'], ['o', 's', 'ts']]
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ from typing import Any
 
 Record = dict[str, Any]
 Window = list[Record]
+STATE = "s"
 
 
 def push(window: Window, record: Record, max_events: int, max_age_ms: int) -> Window:
@@ -33,6 +47,8 @@ def push(window: Window, record: Record, max_events: int, max_age_ms: int) -> Wi
     """
     horizon = record["ts"] - max_age_ms
     kept = [r for r in window if r["ts"] >= horizon]
+    if kept and STATE in kept[-1]:
+        kept[-1] = {k: v for k, v in kept[-1].items() if k != STATE}
     kept.append(record)
     if len(kept) > max_events:
         kept = kept[-max_events:]
