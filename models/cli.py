@@ -48,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from models.sensor_pipeline import build
 
     out = args.out or str(DEFAULT_BUNDLES[args.kind])
-    card = build(args.kind, out, preset=args.preset, steps_scale=args.steps_scale, data_scale=args.data_scale,
+    lead = () if args.kind == "sensor" else (args.kind,)  # the sensor build knows its kind
+    card = build(*lead, out, preset=args.preset, steps_scale=args.steps_scale, data_scale=args.data_scale,
                  resume=args.resume, base=args.base, lora=_lora(args), baselines=not args.no_baselines,
                  seed=args.seed, threads=args.threads, progress=not args.quiet, name=args.name, version=args.version,
                  command=_command_line())
