@@ -340,12 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--series", action="append", default=None, help="score only these series (repeatable)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"), help="graph variant")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes scoring disjoint sets of series (default: one per core, up to 4)")
     p.add_argument("--output", default=None, help="also write the JSON report here")
     args = p.parse_args(argv)
     from models.sensor_pipeline import nab_report, nab_scores
 
     corpus = load_corpus(args.nab_dir, args.series)
-    scores = nab_scores(args.bundle, corpus, threads=args.threads, precision=args.precision)
+    scores = nab_scores(args.bundle, corpus, threads=args.threads, precision=args.precision, workers=args.workers)
     report = nab_report(scores, corpus)
     text = json.dumps(report, indent=2)
     if args.output:

@@ -15,6 +15,7 @@ sustained excursion score high once, at its start, rather than on every reading.
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import sys
 import time
@@ -26,7 +27,7 @@ import orjson
 
 from models import dataset as ds
 from models import sensor_recipe as sr
-from models.pipeline import Split, _round, per_typology
+from models.pipeline import Split, _round, default_workers, parallel_map, per_typology
 from streamer.encoding import sensors as enc
 from streamer.tokens import TokenEncoder
 
@@ -44,6 +45,7 @@ def _log(msg: str) -> None:
 
 
 _NOVELTY = [enc.FEATURE_NAMES.index(f"top1_{k}") for k in ("env", "menv")]
+_TEACHER = enc.FEATURE_NAMES.index("novelty")
 
 
 def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require_label: bool = True,
@@ -58,6 +60,15 @@ def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require
     - ``"pu": true``: readings *without* an injected fault whose value (or short mean) is already outside
       the asset's long-run range are left out: unlabelled, possibly anomalous, not negatives. (Natural
       quiet spells, repeats and bursts stay negatives: real metrics have plenty of them.)
+    - ``"teacher": true``: every reading also gets a soft target from the label-free novelty teacher
+      (``sensor_recipe.teacher``, a function of the encoding's own ``novelty`` feature); the target is
+      the larger of that and the reading's 0/1 label. Real anomalies in the unlabelled series are then
+      taught as graded novelty instead of being dropped or called normal.
+    - ``"labels": "teacher"``: the teacher alone; injected faults count only through the novelty
+      they create. (Onset labels on top of it taught the first readings of injected drifts, which
+      look like nothing yet, as alarms: label noise that cost 5 NAB points.)
+
+    ``targets`` is filled for every row (the 0/1 label where no teacher is used).
     """
     out = Split()
     for spec in specs:
@@ -72,7 +83,10 @@ def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require
 
         onset_k = int(spec.get("onset_k", 3)) if spec.get("labels") == "onset" else None
         pu = bool(spec.get("pu"))
-        src = sr.describe(spec) + (f" labels=onset(k={onset_k})" if onset_k else "") + (" pu" if pu else "")
+        only_teacher = spec.get("labels") == "teacher"
+        teach = bool(spec.get("teacher")) or only_teacher
+        src = (sr.describe(spec) + (f" labels=onset(k={onset_k})" if onset_k else "") + (" pu" if pu else "")
+               + (f" labels=teacher{sr.TEACHER}" if only_teacher else f" teacher={sr.TEACHER}" if teach else ""))
         it = ds.rows(tap(sr.events(spec)), enc, card, require_label=require_label, source=src)
         for i, r in enumerate(itertools.islice(it, limit)):
             y = int(r.label or 0)
@@ -81,12 +95,36 @@ def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require
                 continue
             if onset_k is not None and injected:
                 y = int(ages[i] is not None and ages[i] < onset_k)
+            if only_teacher:
+                t = sr.teacher(r.vector[_TEACHER])
+            else:
+                t = max(float(y), sr.teacher(r.vector[_TEACHER])) if teach else float(y)
             out.texts.append(r.text)
-            out.labels.append(y)
+            out.labels.append(int(t >= 0.5) if teach else y)
+            out.targets.append(t)
             out.vectors.append(r.vector)
             out.typologies.append(typ[i])
         out.sources.append(src)
     return out
+
+
+def _extend(into: Split, part: Split) -> None:
+    for f in ("texts", "labels", "vectors", "typologies", "sources", "targets"):
+        getattr(into, f).extend(getattr(part, f))
+
+
+def _prepare_job(job: tuple[Mapping[str, Any], Mapping[str, Any], int | None]) -> Split:
+    spec, card, limit = job
+    return prepare([spec], card, limit=limit)
+
+
+def prepare_many(jobs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], int | None]], workers: int = 1) -> list[Split]:
+    """``prepare`` for many independent specs, in ``workers`` processes; results in ``jobs`` order.
+
+    Each spec is its own stream with its own windows, so the rows are identical whatever the
+    worker count. Data preparation is most of a sensor build's wall time; two cores halve it.
+    """
+    return parallel_map(_prepare_job, jobs, workers)
 
 
 def default_normalization(recipe: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,15 +142,43 @@ def default_normalization(recipe: Mapping[str, Any]) -> dict[str, Any]:
 # -- NAB through the worker path -------------------------------------------------------------
 
 
+def _nab_job(job: tuple[str, list[Any], int, int, str]) -> dict[str, np.ndarray]:
+    bundle_dir, corpus, threads, batch, precision = job
+    return nab_scores(bundle_dir, corpus, threads=threads, batch=batch, precision=precision, log=lambda m: None)
+
+
 def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, threads: int = 1, batch: int = 256,
-               precision: str = "fp32", log: Log = _log) -> dict[str, np.ndarray]:
-    """Per-series scores of a bundle on NAB, event by event as the worker would score them."""
+               precision: str = "fp32", workers: int | None = 1, log: Log = _log) -> dict[str, np.ndarray]:
+    """Per-series scores of a bundle on NAB, event by event as the worker would score them.
+
+    ``workers`` > 1 scores disjoint sets of series in that many processes (each series is its
+    own asset with its own window, so the scores are the same).
+    """
     from models import nab
     from streamer.bundle import load_bundle
     from streamer.intake import Intake, Item
     from streamer.scorer import Scorer
 
-    corpus = corpus if corpus is not None else nab.load_corpus()
+    corpus = list(corpus) if corpus is not None else nab.load_corpus()
+    workers = max(1, min(4, os.cpu_count() or 1)) if workers is None else workers
+    if workers > 1 and len(corpus) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        t0 = time.perf_counter()
+        shares: list[list[Any]] = [[] for _ in range(workers)]
+        sizes = [0] * workers
+        for s in sorted(corpus, key=lambda s: -len(s.ts)):  # longest first, each to the lightest share
+            k = sizes.index(min(sizes))
+            shares[k].append(s)
+            sizes[k] += len(s.ts)
+        jobs = [(str(bundle_dir), sh, threads, batch, precision) for sh in shares if sh]
+        merged: dict[str, np.ndarray] = {}
+        with ProcessPoolExecutor(max_workers=len(jobs), mp_context=mp.get_context("spawn")) as pool:
+            for part in pool.map(_nab_job, jobs):
+                merged.update(part)
+        log(f"NAB: scored {sum(sizes)} events in {time.perf_counter() - t0:.0f}s ({len(jobs)} processes)")
+        return {s.name: merged[s.name] for s in corpus}
     bundle = load_bundle(bundle_dir, precision=precision)
     scorer = Scorer(bundle, "cpu", precision, threads)
     out: dict[str, np.ndarray] = {}
@@ -162,6 +228,8 @@ def build(
     steps_scale: float = 1.0,
     data_scale: float = 1.0,
     resume: str | Path | None = None,
+    base: str | Path | None = None,
+    lora: Mapping[str, Any] | None = None,
     baselines: bool = True,
     seed: int | None = None,
     threads: int = 1,
@@ -172,12 +240,15 @@ def build(
     nab: bool | None = None,
     variants: Sequence[str] = ("fp16", "int8"),
     measure_speed: bool = True,
+    workers: int | None = None,
     log: Log = _log,
     **_: Any,
 ) -> dict[str, Any]:
     """Train the sensor bundle from its recipe and write it to ``out``; returns the card.
 
     ``nab``, ``variants`` and ``measure_speed`` exist so tests can build a tiny bundle in seconds.
+    ``workers``: processes for data preparation and NAB scoring (None: one per core, up to 4;
+    one for small test builds). They change wall time only, never the bundle.
     """
     import torch
 
@@ -213,20 +284,36 @@ def build(
     norm = default_normalization({**recipe, "nab": use_nab})
     card_ctx = {"name": name or "sensors-deepseek", "version": version, "window": window, "normalization": norm}
     nab_limit = None if data_scale >= 1.0 else max(2000, int(365_000 * data_scale))
-    stage_splits = []
-    for st in recipe["stages"]:
-        specs = scaled(st["data"])
+    if workers is None:
+        workers = default_workers(data_scale)
+    jobs: list[tuple[Mapping[str, Any], Mapping[str, Any], int | None]] = []
+    stage_specs = [(st, scaled(st["data"])) for st in recipe["stages"]]
+    for _, specs in stage_specs:
+        jobs += [(s, card_ctx, nab_limit if "nab_inject" in s else None) for s in specs]
+    eval_sets = {"validation": scaled(recipe["validation"]), "test": scaled(recipe["test"]),
+                 "test_small": recipe.get("test_small") or []}
+    for specs in eval_sets.values():
+        jobs += [(s, card_ctx, None) for s in specs]
+    done = iter(prepare_many(jobs, workers))
+    stage_splits = []  # (stage, all its rows, the replay part of them)
+    replays: list[Split] = []
+    for st, specs in stage_specs:
+        parts = [next(done) for _ in specs]
         if not specs:
             continue
-        parts = [prepare([s], card_ctx, limit=nab_limit if "nab_inject" in s else None) for s in specs]
-        merged = Split()
-        for p in parts:
-            merged.texts += p.texts; merged.labels += p.labels; merged.vectors += p.vectors
-            merged.typologies += p.typologies; merged.sources += p.sources
-        stage_splits.append((st, merged))
-    val = prepare(scaled(recipe["validation"]), card_ctx)
-    test = prepare(scaled(recipe["test"]), card_ctx)
-    small = prepare(recipe["test_small"], card_ctx) if recipe.get("test_small") else None
+        main, rep = Split(), Split()
+        for spec, p in zip(specs, parts):  # a spec marked "replay" is drawn at the stage's replay_fraction
+            _extend(rep if spec.get("replay") else main, p)
+        replays.append(rep)
+        _extend(main, rep)
+        stage_splits.append((st, main))
+    evals: dict[str, Split] = {}
+    for key, specs in eval_sets.items():
+        evals[key] = Split()
+        for _ in specs:
+            _extend(evals[key], next(done))
+    val, test = evals["validation"], evals["test"]
+    small = evals["test_small"] if eval_sets["test_small"] else None
     t_data = time.perf_counter() - t0
     log(f"data: {sum(len(s.labels) for _, s in stage_splits)} training rows, {len(val.labels)} validation, "
         f"{len(test.labels)} test in {t_data:.0f}s")
@@ -235,17 +322,36 @@ def build(
     tok_path = tk.save(tok, out / "tokenizer.json")
     tokens = TokenEncoder(tok_path, recipe["max_seq_len"], recipe["buckets"])
     torch.manual_seed(seed)
-    model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)
+    init: Any = "random"
+    if base is not None:  # a local pretrained checkpoint, fine-tuned with LoRA (head trained fully), merged for export
+        model = clf.load_base(base, tokens.pad_id, tok.get_vocab_size())
+        lora_cfg = dict(lora or {})
+        model = clf.add_lora(model, **lora_cfg)
+        init = {"base": str(base), "lora": lora_cfg}
+    else:
+        model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)
 
     stages = []
-    for st, split in stage_splits:
+    for (st, split), rep in zip(stage_splits, replays):
         steps = max(1, int(st["steps"] * steps_scale))
-        stages.append(Stage(name=st["name"], ids=ds.token_ids(split.texts, tokens), labels=split.labels, steps=steps,
-                            lr=st["lr"], pos_fraction=st["pos_fraction"], warmup=min(st.get("warmup", 100), max(1, steps // 5)),
-                            summary={"data": split.sources}))
+        soft = any(spec.get("teacher") or spec.get("labels") == "teacher" for spec in st["data"])
+        n = len(split.labels) - len(rep.labels)  # the stage's own rows come first, its replay rows last
+        if n == 0:  # only replay data (NAB left out of a test build): train on it as the stage's own
+            n, rep = len(split.labels), Split()
+        ids = ds.token_ids(split.texts, tokens)
+        stage = Stage(name=st["name"], ids=ids[:n], labels=split.labels[:n], steps=steps,
+                      lr=st["lr"], pos_fraction=st["pos_fraction"], warmup=min(st.get("warmup", 100), max(1, steps // 5)),
+                      targets=split.targets[:n] if soft else None,
+                      summary={"data": split.sources, **({"soft_targets": "teacher"} if soft else {})})
+        if len(rep.labels):
+            stage.replay_ids, stage.replay_labels = ids[n:], split.labels[n:]
+            stage.replay_targets = split.targets[n:] if soft else None
+            stage.replay_fraction = float(st.get("replay_fraction", 0.1))
+        stages.append(stage)
     cfg = TrainConfig(batch_size=recipe["batch_size"], seed=seed, threads=threads, progress=progress)
     summary = train(model, stages, tokens.pad, cfg, checkpoint_dir=out / ".train", resume=resume, log=log)
     log(f"training: {summary['wall_s']:.0f}s")
+    model = clf.merge_lora(model)
 
     graphs, checks = export_and_check(model, out, tokens, test.texts[:2000], variants=variants, log=log)
     val_scores = ev.score_onnx(graphs["fp32"], tokens, val.texts)
@@ -301,7 +407,7 @@ def build(
         **serving_fields(enc, recipe["max_seq_len"], tokens, tok, window),
         "thresholds": thresholds,
         "normalization": norm,
-        "architecture": {**clf.architecture(model), "preset": preset, "init": "random"},
+        "architecture": {**clf.architecture(model), "preset": None if base is not None else preset, "init": init},
         "training": {
             "curriculum": summary["stages"], "seed": seed, "threads": threads, "batch_size": cfg.batch_size,
             "train_wall_s": summary["wall_s"], "data_prep_s": round(t_data, 1), "build_wall_s": None,
@@ -317,7 +423,7 @@ def build(
     card = {k: (v if k in ("thresholds", "normalization") else _round(v)) for k, v in card.items()}
     write_bundle(out, graphs, tok_path, card, model=model)
     if use_nab:
-        scores = nab_scores(out, threads=threads, log=log)
+        scores = nab_scores(out, threads=threads, workers=workers, log=log)
         card["metrics"]["nab"] = nab_report(scores)
         log("NAB: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in card["metrics"]["nab"]["profiles"].items()))
     card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)

@@ -18,6 +18,11 @@ Why this shape:
   that it adapts instead of memorising its handful of positives.
 - *Selection*: with a ``select`` callback (validation AUPRC), the weights with the
   best score seen at ``select_every`` steps are kept, not simply the last ones.
+- *Soft targets*: a stage may carry ``targets``, a probability of the positive
+  class per row (a label-free teacher's graded opinion, say), trained with
+  cross-entropy against that probability so the model learns the teacher's
+  *ranking*, not just its verdict; ``labels`` (target >= 0.5) still drive the
+  class balance of the batches.
 - *Determinism and resume*: every batch is a pure function of (seed, stage, step),
   there is no dropout, and torch runs with deterministic algorithms, so a run
   resumed from a checkpoint reproduces an uninterrupted run exactly (at a fixed
@@ -57,6 +62,8 @@ class Stage:
     replay_ids: list[list[int]] = field(default_factory=list)  # rows of earlier stages
     replay_labels: list[int] = field(default_factory=list)
     replay_fraction: float = 0.0  # share of each batch drawn from the replay rows
+    targets: list[float] | None = None  # soft P(positive) per row of ``ids`` (None: the 0/1 labels)
+    replay_targets: list[float] | None = None
 
     def describe(self) -> dict[str, Any]:
         pos = int(sum(self.labels))
@@ -110,6 +117,13 @@ class _Pools:
         self.labels = np.asarray(list(stage.labels) + list(stage.replay_labels), dtype=np.int64)
         self.ids = list(stage.ids) + list(stage.replay_ids)
         n_cur = len(stage.labels)
+        self.targets: np.ndarray | None = None
+        if stage.targets is not None or stage.replay_targets is not None:
+            cur_t = stage.targets if stage.targets is not None else stage.labels
+            rep_t = stage.replay_targets if stage.replay_targets is not None else stage.replay_labels
+            if len(cur_t) != n_cur or len(rep_t) != len(stage.replay_labels):
+                raise ValueError(f"stage {stage.name!r}: targets and labels differ in length")
+            self.targets = np.asarray(list(cur_t) + list(rep_t), dtype=np.float32)
         idx = np.arange(len(self.labels))
         cur, rep = idx < n_cur, idx >= n_cur
         self.cur_pos = np.flatnonzero(cur & (self.labels == 1))
@@ -241,7 +255,11 @@ def train(
         for step in bar:
             idx = _batch_indices(stage, pools, config.seed, stage_no, step, config.batch_size)
             ids, mask = pad([rows[i] for i in idx])
-            y = torch.from_numpy(labels[idx])
+            if pools.targets is not None:
+                t = torch.from_numpy(pools.targets[idx])
+                y = torch.stack([1.0 - t, t], dim=1)  # class probabilities
+            else:
+                y = torch.from_numpy(labels[idx])
             for g in opt.param_groups:
                 g["lr"] = _lr_at(stage, step)
             logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits

@@ -45,7 +45,7 @@ def test_texts_are_deterministic_fixed_length_and_in_vocabulary():
     b = [r.text for r in ds.rows(generate(4000, seed=5, n_assets=8), enc, CARD)]
     assert a == b
     vocab = set(enc.VOCABULARY)
-    assert all(len(t.split()) == 30 for t in a)
+    assert all(len(t.split()) == 31 for t in a)  # + [END] = 32 tokens, the bundle max
     assert {w for t in a for w in t.split()} <= vocab
     assert all(w.isalnum() for w in vocab)  # one token each under the Whitespace pre-tokenizer
 
@@ -140,3 +140,33 @@ def test_constant_sensor_that_finally_moves_scores_finite_and_high():
 def test_card_window_is_the_module_default():
     assert set(enc.WINDOW) == {"max_events", "max_age_ms"}
     assert enc.KIND == "sensor" and enc.ENCODING_VERSION.startswith("sensor-")
+
+
+def _daily(hours: float) -> float:
+    """A sensor with a daily rhythm: 40 at 06:00 UTC, 60 at 18:00, a little noise."""
+    return 50.0 - 10.0 * math.cos(2 * math.pi * (hours - 6.0) / 24.0) + 0.2 * math.sin(hours * 7.3)
+
+
+def test_in_range_reading_at_the_wrong_hour_is_novel_for_the_time_of_day():
+    step = 10 * 60_000  # ten days of 10-minute readings, then one more reading at 06:00 or at 18:00
+    day0 = (T0 // 86_400_000 + 1) * 86_400_000  # midnight UTC
+    w: list = []
+    for i in range(10 * 144):
+        e = {"event_id": f"e{i}", "ts": day0 + i * step, "asset_id": "a1", "readings": {"temp_c": _daily(i / 6.0)}}
+        enc.features(e, context(w, e["ts"], 128, enc.WINDOW["max_age_ms"]), CARD)
+        rec = enc.record(e)
+        rec["o"] = i
+        w = push(w, rec, 128, enc.WINDOW["max_age_ms"])
+    assert sum("s" in r for r in w) == 1 and "s" in w[-1]  # the state rides on the newest record only
+
+    def at(hour: int, value: float) -> dict:
+        e = {"event_id": "x", "ts": day0 + 10 * 86_400_000 + hour * 3_600_000, "asset_id": "a1",
+             "readings": {"temp_c": value}}
+        return enc.features(e, context(w, e["ts"], 128, enc.WINDOW["max_age_ms"]), CARD)
+
+    wrong = at(6, 58.0)  # 58 is ordinary at 18:00 and inside the sensor's all-time range, but not at 06:00
+    assert wrong["top1_env"] < 0 and wrong["top1_renv"] > 0 and wrong["top1_rz"] > 10
+    assert wrong["novelty"] == pytest.approx(enc.RENV_WEIGHT * wrong["top1_renv"])
+    assert any("this hour of the day" in r for r in enc.reasons(wrong))
+    usual = at(18, 58.0)
+    assert usual["top1_renv"] < 0 and usual["novelty"] < 0 and abs(usual["top1_rz"]) < 3

@@ -177,3 +177,62 @@ def test_shipped_bundle_card_and_reproduction():
     rec = card["metrics"]["test_small"]["model"]
     assert rep["model"]["auprc"] == pytest.approx(rec["auprc"], abs=1e-6)
     assert rep["model"]["recall"] == pytest.approx(rec["recall"], abs=1e-6)
+
+
+# -- the novelty teacher and soft targets --------------------------------------------------------
+
+
+def test_soft_targets_teach_a_graded_ranking_not_just_a_verdict():
+    """Rows whose teacher target is 0.1 / 0.5 / 0.9 end up scored in that order, near those values."""
+    import numpy as np
+    import torch
+
+    from models import classifier as clf
+    from models.train import Stage, TrainConfig, train
+
+    pad_id, end_id = 0, 1
+    ids = [[2 + k, 5, end_id] for k in range(3)] * 40  # three kinds of rows, told apart by their first token
+    targets = [(0.1, 0.5, 0.9)[r[0] - 2] for r in ids]
+    labels = [int(t >= 0.5) for t in targets]
+
+    def pad(rows):
+        n = max(map(len, rows))
+        a = np.full((len(rows), n), pad_id, dtype=np.int64)
+        m = np.zeros((len(rows), n), dtype=np.int64)
+        for i, r in enumerate(rows):
+            a[i, : len(r)] = r
+            m[i, : len(r)] = 1
+        return a, m
+
+    model = clf.build(clf.make_config("tiny", 8, pad_id, 8), seed=0)
+    stage = Stage("soft", ids, labels, steps=150, lr=1e-2, warmup=5, pos_fraction=0.5, targets=targets)
+    train(model, [stage], pad, TrainConfig(batch_size=24, progress=False), log=lambda m: None)
+    with torch.no_grad():
+        a, m = pad([[2, 5, end_id], [3, 5, end_id], [4, 5, end_id]])
+        p = torch.softmax(model(input_ids=torch.from_numpy(a), attention_mask=torch.from_numpy(m)).logits, -1)[:, 1]
+    assert p[0] < p[1] < p[2]
+    assert p.numpy() == pytest.approx([0.1, 0.5, 0.9], abs=0.12)
+    with pytest.raises(ValueError, match="differ in length"):
+        train(model, [Stage("bad", ids, labels, steps=1, lr=1e-3, targets=targets[:-1])], pad,
+              TrainConfig(batch_size=8, progress=False), log=lambda m: None)
+
+
+def test_teacher_targets_follow_the_encodings_novelty():
+    from models.sensor_pipeline import prepare
+    from streamer.encoding import sensors as enc
+
+    data = {"synth": {"n_events": 3000, "seed": 7, "fault_rate": 0.05, "n_assets": 3}}
+    card = {"name": "t", "version": "0", "window": dict(enc.WINDOW), "normalization": sr.fit_normalization(sr.events(data))}
+    hard = prepare([data], card)
+    soft = prepare([{**data, "teacher": True}], card)
+    j = enc.FEATURE_NAMES.index("novelty")
+    assert hard.targets == [float(y) for y in hard.labels]
+    assert len(soft.targets) == 3000 and soft.vectors == hard.vectors
+    for t, y, y0, v in zip(soft.targets, soft.labels, hard.labels, soft.vectors):
+        assert t == pytest.approx(max(float(y0), sr.teacher(v[j])))
+        assert y == int(t >= 0.5)
+    assert sum(soft.labels) > sum(hard.labels)  # natural novel readings become positives
+    assert any(0.05 < t < 0.95 for t in soft.targets)  # graded, not 0/1
+    only = prepare([{**data, "labels": "teacher"}], card)  # the injection label is ignored
+    assert only.targets == [sr.teacher(v[j]) for v in only.vectors]
+    assert any(y0 == 1 and t < 0.5 for y0, t in zip(hard.labels, only.targets))

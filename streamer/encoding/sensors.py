@@ -29,7 +29,7 @@ True
 >>> "_sensor_state" in ev and "s" in record(ev)  # the long-memory state rides in the record
 True
 >>> text(ev, window, f)
-'h3z0 h3m0 h2zp1 h2m1 h1zn1 h1m1 w1 s0 g2 k1 azp9 adp9 alp2 ar0 as0 aq0 an2 ae12 am10 ax11 av9 au1 bz0 bd0 bs0 be0 cz0 cd0 cs0 ce0'
+'h3z0 h3m0 h2zp1 h2m1 h1zn1 h1m1 w1 s0 g2 k1 nv15 azp9 alp2 ao0 ay0 adp9 as0 aq0 an2 ae12 am10 ax11 av9 au1 bz0 bd0 bs0 be0 cz0 cs0 ce0'
 >>> check({"asset_id": "a1", "ts": 0, "readings": {"rpm": 3.0}}, card)
 "unknown sensor 'rpm' for bundle s@1: it has no fitted normalization; fit it with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
 """
@@ -42,7 +42,7 @@ from operator import itemgetter, mul, sub
 from typing import Any, Mapping, Sequence
 
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v3"  # v3: cold-start state without the fleet std, 16-gap cadence
+ENCODING_VERSION = "sensor-v4"  # v4: time-of-day profile (rz, renv); v3: cold-start state without the fleet std
 
 # The window the worker keeps per asset (the card repeats it as card["window"]).
 # 128 readings (~10 hours at a 5-minute cadence) give a robust short-term normal;
@@ -50,6 +50,18 @@ ENCODING_VERSION = "sensor-v3"  # v3: cold-start state without the fleet std, 16
 # record (see ``record``), so the window, and the per-event work, stay small.
 WINDOW: dict[str, int] = {"max_events": 128, "max_age_ms": 7 * 24 * 3600 * 1000}
 LONG = 8000  # readings: time constant of the long-memory envelopes and statistics
+
+# Time of day: many sensors follow a daily rhythm (load, temperature, traffic), and a reading that
+# is ordinary at noon can be news at 3 a.m. The state keeps, per sensor and UTC hour, an
+# exponentially weighted mean and variance of the readings seen in that hour.
+SLOTS = 24
+SLOT_MS = 24 * 3600 * 1000 // SLOTS
+SLOT_ALPHA = 0.05  # per reading: a slot follows a slowly changing daily shape
+SLOT_WARM = 6  # readings in an hour slot before it is trusted
+SLOT_FLOOR = 0.1  # of the sensor's long-run std, added to a slot's own std (a flat hour is not infinitely sure)
+_BASE_LEN = 15
+STATE_LEN = _BASE_LEN + 3 * SLOTS
+RENV_WEIGHT = 0.5  # novelty(): a time-of-day breach counts half as much as a breach of the whole range
 
 MIN_HISTORY = 16  # readings of a sensor before the window replaces the card's statistics
 RECENT = 5  # readings (current included) averaged for the level-shift feature
@@ -67,10 +79,11 @@ Event = Mapping[str, Any]
 Record = dict[str, Any]
 Features = dict[str, Any]
 
-_PER_SENSOR = ("z", "delta", "shift", "drift", "stuck", "repeat", "noise", "env", "menv", "denv", "venv", "qenv")
-_BREACHES = frozenset(("env", "menv", "denv", "venv", "qenv"))
+_PER_SENSOR = ("z", "delta", "shift", "drift", "stuck", "repeat", "noise", "env", "menv", "denv", "venv", "qenv",
+               "rz", "renv")
+_BREACHES = frozenset(("env", "menv", "denv", "venv", "qenv", "renv"))
 FEATURE_NAMES: list[str] = (
-    ["n_hist", "long_n", "n_sensors", "gap_ratio", "n_dev", "max_sev"]
+    ["n_hist", "long_n", "n_sensors", "gap_ratio", "n_dev", "max_sev", "novelty"]
     + [f"top{i}_{k}" for i in range(1, TOP + 1) for k in _PER_SENSOR]
     + [f"hist{k}_z" for k in range(1, HISTORY + 1)]
     + [f"hist{k}_max" for k in range(1, HISTORY + 1)]
@@ -192,11 +205,13 @@ def _cold_state(vals: list[float], v: float) -> list[float]:
     rec = hist[-RECENT:]
     sm = sum(rec) / len(rec)
     q = ad * _ABSDEV_TO_SD
-    return [float(len(vals)), m, var, max(hist), min(hist), sm, sm, ad, max(absd), q, q, q]
+    # time-of-day slots start empty: the window holds too few days to seed them
+    return [float(len(vals)), m, var, max(hist), min(hist), sm, sm, ad, max(absd), q, q, q, 0.0, 0.0, 0.0] + [0.0] * (3 * SLOTS)
 
 
-def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: list[float] | None) -> tuple[dict[str, float], list[float]]:
-    """Short-window features, long-memory features and the sensor's next state."""
+def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: list[float] | None,
+            slot: int = 0) -> tuple[dict[str, float], list[float]]:
+    """Short-window features, long-memory features and the sensor's next state (``slot``: UTC hour)."""
     center, scale, dscale, rep = _baseline(vals, stat)
     n = len(vals)
     z = _clip((v - center) / scale)
@@ -224,9 +239,10 @@ def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: lis
     noise = min(vol / dscale, CLIP)
 
     # Long memory: has this sensor ever (in ~LONG readings) been this far out?
-    if st is None:
+    if st is None or len(st) != STATE_LEN:  # none yet, or a state of an older encoding
         st = _cold_state(vals, v)
-    cnt, m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo = st
+    cnt, m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo, rm, rvar, rhi = st[:_BASE_LEN]
+    prof = st[_BASE_LEN:]  # slot means, then variances, then reading counts
     d = abs(v - prev)
     if cnt >= MIN_HISTORY:
         sd = max(math.sqrt(var), 1e-6 * (abs(m) + 1.0))
@@ -239,6 +255,28 @@ def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: lis
         qenv = _inside((qlo - vol) / qunit)
     else:
         env = menv = denv = venv = qenv = -INSIDE
+
+    # Time of day: distance from this hour's usual level, then "has it ever been this far off?"
+    pm, pv, pc = prof[slot], prof[SLOTS + slot], prof[2 * SLOTS + slot]
+    if pc >= SLOT_WARM:
+        gsd = max(math.sqrt(var), 1e-6 * (abs(m) + 1.0))
+        rz = _clip((v - pm) / (math.sqrt(pv) + SLOT_FLOOR * gsd))
+    else:
+        rz = 0.0
+    arz = abs(rz)
+    if cnt >= MIN_HISTORY and pc >= SLOT_WARM:
+        renv = _inside((arz - rhi) / max(math.sqrt(rvar), 1e-3))
+    else:
+        renv = -INSIDE
+    prof = list(prof)
+    if pc == 0:
+        prof[slot], prof[SLOTS + slot] = v, var
+    else:
+        dp = v - pm
+        prof[slot] = pm + SLOT_ALPHA * dp
+        prof[SLOTS + slot] = (1.0 - SLOT_ALPHA) * (pv + SLOT_ALPHA * dp * dp)
+    prof[2 * SLOTS + slot] = min(pc + 1.0, SLOT_WARM)
+
     a = 1.0 / (cnt + 2.0) if cnt + 2.0 < LONG else 1.0 / LONG
     dl = v - m
     m += a * dl
@@ -253,16 +291,20 @@ def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: lis
     qm += a * (vol - qm)
     qhi = vol if vol > qhi else qhi - (qhi - qm) * k
     qlo = vol if vol < qlo else qlo + (qm - qlo) * k
-    new_state = [min(cnt + 1.0, 1e9), m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo]
+    dr = arz - rm
+    rm += a * dr
+    rvar = (1.0 - a) * (rvar + a * dr * dr)
+    rhi = arz if arz > rhi else rhi - (rhi - rm) * k
+    new_state = [min(cnt + 1.0, 1e9), m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo, rm, rvar, rhi] + prof
 
     stuck_sev = (stuck - 1) / 2.0 if rep < 0.3 else 0.0
-    breach = max(env, menv, denv, venv, qenv)
+    breach = max(env, menv, denv, venv, qenv, RENV_WEIGHT * renv)
     sev = max(abs(z), abs(shift), 0.5 * abs(delta), stuck_sev, noise if noise > 2.0 else 0.0,
               DEV + 2.0 * breach if breach > 0 else 0.0)
     return {
         "z": z, "delta": delta, "shift": shift, "drift": drift, "stuck": float(stuck), "repeat": rep,
         "noise": noise, "env": env, "menv": menv, "denv": denv, "venv": venv, "qenv": qenv,
-        "sev": sev,
+        "rz": rz, "renv": renv, "sev": sev, "nov": max(env, RENV_WEIGHT * renv),
         "center": center, "scale": scale, "value": v, "long_n": cnt,
     }, new_state
 
@@ -290,12 +332,13 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
     prev_state = window[-1].get("s") if window else None
     state = dict(prev_state) if prev_state else {}
     per: list[tuple[str, dict[str, float]]] = []
+    slot = (event["ts"] // SLOT_MS) % SLOTS
     for name, v in readings.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise SensorDataError(f"readings.{name[:64]}: expected a number, got {type(v).__name__}")
         if not -math.inf < v < math.inf:
             raise SensorDataError(f"readings.{name[:64]}: must be a finite number, got {v!r}")
-        feats_s, state[name] = _sensor(float(v), _history(rs, name), per_asset.get(name) or fleet.get(name), state.get(name))
+        feats_s, state[name] = _sensor(float(v), _history(rs, name), per_asset.get(name) or fleet.get(name), state.get(name), slot)
         per.append((name, feats_s))
     per.sort(key=lambda p: -p[1]["sev"])
     if isinstance(event, dict):
@@ -317,6 +360,7 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
         "gap_ratio": gap_ratio,
         "n_dev": float(sum(1 for _, s in per if s["sev"] >= DEV)),
         "max_sev": per[0][1]["sev"],
+        "novelty": max(s["nov"] for _, s in per),
     }
     for i in range(TOP):
         key = f"top{i + 1}_"
@@ -365,6 +409,8 @@ _COUNT_EDGES = (1, 2, 3, 4, 6, 10)
 _NSENS_EDGES = (2, 3, 5, 9, 17, 65)
 _LONG_EDGES = (MIN_HISTORY, 128, 1024, 4096)
 _BREACH_EDGES = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+# novelty is the headline statistic: finer steps where "ordinary" turns into "never seen"
+_NOVELTY_EDGES = (-1.0, -0.5, -0.25, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 
 
 def _idx(x: float, edges: Sequence[float]) -> int:
@@ -383,7 +429,7 @@ def _signed(prefix: str, x: float) -> str:
 
 
 def text(event: Event, window: Sequence[Record], feats: Features) -> str:
-    """30 words: recent readings (oldest first), then the current event; one word per bucketed feature.
+    """31 words: recent readings (oldest first), then the current event; one word per bucketed feature.
 
     Words name ranks (``a`` = most-deviating sensor) and never sensor names, so
     the vocabulary is the same for every asset type.
@@ -396,13 +442,16 @@ def text(event: Event, window: Sequence[Record], feats: Features) -> str:
     w.append(f"s{_idx(feats['n_sensors'], _NSENS_EDGES)}")
     w.append(f"g{_idx(feats['gap_ratio'], _GAP_EDGES)}")
     w.append(f"k{_idx(feats['n_dev'], _COUNT_EDGES)}")
+    w.append(f"nv{_idx(feats['novelty'], _NOVELTY_EDGES)}")
     for rank, full in (("a", True), ("b", False), ("c", False)):
         p = f"top{'abc'.index(rank) + 1}_"
         w.append(_signed(f"{rank}z", feats[p + "z"]))
-        w.append(_signed(f"{rank}d", feats[p + "delta"]))
         if full:
             w.append(_signed(f"{rank}l", feats[p + "shift"]))
-            w.append(_signed(f"{rank}r", feats[p + "drift"]))
+            w.append(_signed(f"{rank}o", feats[p + "rz"]))
+            w.append(f"{rank}y{_idx(feats[p + 'renv'], _BREACH_EDGES)}")
+        if rank != "c":
+            w.append(_signed(f"{rank}d", feats[p + "delta"]))
         w.append(f"{rank}s{_idx(feats[p + 'stuck'], _STUCK_EDGES)}")
         if full:
             w.append(f"{rank}q{_idx(feats[p + 'repeat'], _REPEAT_EDGES)}")
@@ -435,13 +484,16 @@ def _vocabulary() -> list[str]:
     plain("s", _NSENS_EDGES)
     plain("g", _GAP_EDGES)
     plain("k", _COUNT_EDGES)
+    plain("nv", _NOVELTY_EDGES)
     for rank in "abc":
         signed(f"{rank}z")
-        signed(f"{rank}d")
+        if rank != "c":
+            signed(f"{rank}d")
         plain(f"{rank}s", _STUCK_EDGES)
         plain(f"{rank}e", _BREACH_EDGES)
     signed("al")
-    signed("ar")
+    signed("ao")
+    plain("ay", _BREACH_EDGES)
     plain("aq", _REPEAT_EDGES)
     plain("an", _POS_EDGES)
     words.add("anl")
@@ -486,6 +538,9 @@ def reasons(feats: Features, limit: int = 4) -> list[str]:
             out.append(f"{name} jumped {feats[p + 'delta']:+.1f}σ from the previous reading")
         if feats[p + "env"] > 0 and abs(z) < DEV:
             out.append(f"{name} at {feats[p + 'value']:.4g}, outside its range of the last {_span(feats)} readings")
+        if feats[p + "renv"] > 0 and feats[p + "env"] <= 0 and abs(z) < DEV:
+            out.append(f"{name} at {feats[p + 'value']:.4g}, {abs(feats[p + 'rz']):.1f}σ from its usual level at "
+                       "this hour of the day")
         if feats[p + "qenv"] > 0:
             out.append(f"{name} unusually flat: its quietest stretch in {_span(feats)} readings")
     if feats["n_dev"] >= 2:
