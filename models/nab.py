@@ -322,6 +322,36 @@ def score_corpus(
     return Result(prof.name, float(threshold), raw, null, perfect)
 
 
+def series_breakdown(corpus: Sequence[Series], scores: Mapping[str, Sequence[float]], profile: Profile | str,
+                     threshold: float) -> dict[str, dict[str, float]]:
+    """Per series at one threshold: windows, windows detected, false positives, and its raw score.
+
+    The raw scores add up to the corpus' raw score at that threshold, so a few series can be
+    re-scored on their own to check a recorded result without scoring the whole corpus.
+
+    >>> s = Series("x", list(range(10)), [0.0] * 10, [(6, 7)])
+    >>> series_breakdown([s], {"x": [0, 0, 0, 0, 1, 0, 1, 0, 0, 0]}, "standard", 0.5)["x"]
+    {'windows': 1, 'detected': 1, 'false_positives': 1, 'raw': 0.89}
+    """
+    prof = PROFILES[profile] if isinstance(profile, str) else profile
+    out: dict[str, dict[str, float]] = {}
+    for s in corpus:
+        pts = sweep_points(s, scores[s.name], prof)
+        wins = {p.window for p in pts if p.window is not None}
+        best: dict[tuple[str, int], float] = {}
+        fp, n_fp = 0.0, 0
+        for p in pts:
+            if p.score >= threshold:
+                if p.window is None:
+                    fp += p.weight
+                    n_fp += 1
+                else:
+                    best[p.window] = max(best.get(p.window, -math.inf), p.weight)
+        raw = sum(best.values()) + fp - prof.fn * (len(wins) - len(best))
+        out[s.name] = {"windows": len(wins), "detected": len(best), "false_positives": n_fp, "raw": round(raw, 6)}
+    return out
+
+
 def score_all_profiles(corpus: Sequence[Series], scores: Mapping[str, Sequence[float]]) -> dict[str, Result]:
     """Each profile with its own optimized threshold, as NAB reports them."""
     return {name: score_corpus(corpus, scores, name) for name in PROFILES}
@@ -343,13 +373,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="processes scoring disjoint sets of series (default: one per core, up to 4)")
     p.add_argument("--output", default=None, help="also write the JSON report here")
+    p.add_argument("--update-card", action="store_true",
+                   help="write the report into the bundle's card.json as metrics.nab (e.g. after a scorer change)")
     args = p.parse_args(argv)
     from models.sensor_pipeline import nab_report, nab_scores
 
     corpus = load_corpus(args.nab_dir, args.series)
-    scores = nab_scores(args.bundle, corpus, threads=args.threads, precision=args.precision, workers=args.workers)
-    report = nab_report(scores, corpus)
+    novelty: dict = {}
+    scores = nab_scores(args.bundle, corpus, threads=args.threads, precision=args.precision, workers=args.workers,
+                        novelty_out=novelty)
+    report = nab_report(scores, corpus, novelty=novelty)
     text = json.dumps(report, indent=2)
+    if args.update_card:
+        from models.bundle import read_card, write_card
+
+        card = read_card(args.bundle)
+        card.setdefault("metrics", {})["nab"] = report
+        if "nab_policy" in card.get("training", {}):  # the policy describes how these figures were obtained
+            card["training"]["nab_policy"] = report["held_out"]
+        write_card(args.bundle, card)
     if args.output:
         Path(args.output).write_text(text + "\n")
     print(text)

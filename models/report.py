@@ -35,13 +35,30 @@ def metrics_table(card: Mapping[str, Any], split: str) -> str:
     return "\n".join(rows)
 
 
-def typology_table(card: Mapping[str, Any], split: str) -> str:
+def typology_table(card: Mapping[str, Any], split: str, key: str = "typology") -> str:
+    """Recall per fraud typology (transactions) or fault type (sensors, ``key="fault_type"``)."""
     m = card["metrics"].get(split) or {}
-    model, gbt = m.get("model_per_typology") or {}, m.get("gbt_per_typology") or {}
-    rows = ["| typology | events | model recall @ alert thr. | GBT recall @ its alert thr. |", "|---|---|---|---|"]
+    model, gbt, hst = (m.get(f"{k}_per_{key}") or {} for k in ("model", "gbt", "hst"))
+    head = key.replace("_", " ")
+    rows = [f"| {head} | events | model recall @ alert thr. | GBT recall @ its alert thr. |"
+            + (" HST recall @ its alert thr. |" if hst else ""), "|---|---|---|---|" + ("---|" if hst else "")]
     for name in sorted(model):
         rows.append(f"| {name} | {model[name]['events']} | {_f(model[name]['recall'])} | "
-                    f"{_f((gbt.get(name) or {}).get('recall'))} |")
+                    f"{_f((gbt.get(name) or {}).get('recall'))} |"
+                    + (f" {_f((hst.get(name) or {}).get('recall'))} |" if hst else ""))
+    return "\n".join(rows)
+
+
+def nab_table(card: Mapping[str, Any]) -> str:
+    """NAB per profile: the model (through the worker path) and, where recorded, its label-free teacher."""
+    nab = (card.get("metrics") or {}).get("nab") or {}
+    prof = nab.get("profiles") or {}
+    teacher = nab.get("teacher_profiles") or {}
+    rows = ["| profile | model score | raw | threshold |" + (" teacher (novelty feature) score |" if teacher else ""),
+            "|---|---|---|---|" + ("---|" if teacher else "")]
+    for name, r in prof.items():
+        rows.append(f"| {name} | **{r['score']:.2f}** | {r['raw']:.2f} | {r['threshold']:.4f} |"
+                    + (f" {teacher[name]['score']:.2f} |" if name in teacher else ""))
     return "\n".join(rows)
 
 
@@ -73,8 +90,13 @@ def render(card: Mapping[str, Any]) -> str:
         if split in card.get("metrics", {}):
             data = card["metrics"][split].get("data")
             parts.append(f"\n**{split}** ({'; '.join(data) if data else ''})\n\n" + metrics_table(card, split))
-            if card["metrics"][split].get("model_per_typology"):
-                parts.append("\n" + typology_table(card, split))
+            for key in ("typology", "fault_type"):
+                if card["metrics"][split].get(f"model_per_{key}"):
+                    parts.append("\n" + typology_table(card, split, key))
+    if (card.get("metrics") or {}).get("nab"):
+        nab = card["metrics"]["nab"]
+        parts.append(f"\n**NAB** ({nab.get('series')} series, {nab.get('windows')} anomaly windows; "
+                     f"`{nab.get('command')}`)\n\n" + nab_table(card))
     parts.append("\n**Precision variants**\n\n" + variants_table(card))
     return "\n".join(parts) + "\n"
 
