@@ -156,7 +156,7 @@ def register(subparsers: Any) -> None:
     _add_lora_flags(p)
     p.add_argument("--no-baselines", action="store_true", help="skip the GBT / HalfSpaceTrees baselines")
     p.add_argument("--name", default=None, help="bundle name; None means \"<kind>s-deepseek\"")
-    p.add_argument("--version", default="1.0.0", help="bundle version")
+    p.add_argument("--version", default=None, help="bundle version; None means the recipe's (bumped when the model changes)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train, lora=False)
 

@@ -264,7 +264,7 @@ def build(
     threads: int = 1,
     progress: bool = True,
     name: str | None = None,
-    version: str = "1.0.0",
+    version: str | None = None,
     command: str | None = None,
     workers: int | None = None,
     log: Log = _log,
@@ -284,6 +284,7 @@ def build(
 
     t_start = time.perf_counter()
     recipe = recipes.get(kind)
+    version = version or recipe.get("version", "1.0.0")
     encoding = for_kind(kind)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -262,7 +262,7 @@ def build(
     threads: int = 1,
     progress: bool = True,
     name: str | None = None,
-    version: str = "1.0.0",
+    version: str | None = None,
     command: str | None = None,
     nab: bool | None = None,
     variants: Sequence[str] = ("fp16", "int8"),
@@ -289,6 +289,7 @@ def build(
 
     t_start = time.perf_counter()
     recipe = recipes.get("sensor")
+    version = version or recipe.get("version", "1.0.0")
     use_nab = recipe.get("nab", False) if nab is None else nab
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ def _synth(n: int, seed: int, fault_rate: float = 0.03, drift: float = 0.0, n_as
 
 RECIPE: dict[str, Any] = {
     "kind": KIND,
+    "version": "2.0.0",  # 2: sensor-v4 encoding and the novelty-teacher stage two (1.x: sensor-v2/v3)
     "max_seq_len": 32,
     "buckets": [32],
     "preset": "default",
