@@ -255,3 +255,24 @@ def test_shipped_bundle_nab_result_reproduces_on_held_out_series():
     got = nab.series_breakdown(corpus, scores, "standard", rec["profiles"]["standard"]["threshold"])
     for n in names:
         assert got[n] == pytest.approx(per[n], abs=1e-5), n
+
+
+def test_sensor_build_fine_tunes_a_local_base_checkpoint_with_lora(tmp_path):
+    """``--base DIR``: a tiny random DeepSeek causal LM saved to disk is LoRA-tuned, merged and exported."""
+    import torch
+    from transformers import DeepseekV3ForCausalLM
+
+    from models import classifier as clf
+    from models.sensor_pipeline import build
+
+    cfg = clf.make_config("tiny", 600, 0, 32)  # vocabulary larger than the bundle's: embeddings are resized
+    torch.manual_seed(0)
+    DeepseekV3ForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    out = tmp_path / "sensors"
+    card = build(out, base=tmp_path / "base", lora={"rank": 4, "alpha": 8}, steps_scale=0.005, data_scale=0.02,
+                 nab=False, baselines=False, variants=(), measure_speed=False, progress=False, log=lambda m: None)
+    assert card["architecture"]["init"] == {"base": str(tmp_path / "base"), "lora": {"rank": 4, "alpha": 8}}
+    b = load_bundle(out)
+    assert b.card["version"] == "2.0.0" and 0 < b.alert_threshold <= 1
+    assert b.card["tokenizer"]["vocab_size"] == len(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"])
+    assert card["variant_checks"]["fp32"]["vs_torch"]["max_abs_logit_diff"] < 1e-4  # merged adapters export exactly
