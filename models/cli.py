@@ -148,8 +148,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's training steps")
     p.add_argument("--data-scale", type=float, default=1.0, help="multiply synthetic set sizes (quick runs)")
     p.add_argument("--seed", type=int, default=None, help="training seed; None means the recipe's")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch / onnxruntime threads; 1 is fastest on a busy 2-core machine")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch training threads; 0 means one per core (fastest on a quiet machine), 1 suits a "
+                        "machine shared with other jobs; the bundle does not depend on it")
     p.add_argument("--resume", default=None, help="checkpoint dir of an interrupted run (OUT/.train)")
     p.add_argument("--base", default=None,
                    help="local pretrained DeepSeek checkpoint dir: fine-tune it with LoRA instead of a random init")
@@ -175,7 +176,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (merged before export) instead of all weights")
     _add_lora_flags(p)
     p.add_argument("--seed", type=int, default=0, help="seed")
-    p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch training threads; 0 means one per core, 1 suits a machine shared with other jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fine_tune)
 

@@ -68,10 +68,11 @@ def fine_tune_labelled(
     from models import evaluate as ev
     from models.bundle import CHECKPOINT_DIR, git_commit, read_card, write_bundle
     from models.pipeline import Split, _round, export_and_check, prepare
-    from models.train import Stage, TrainConfig, train
+    from models.train import Stage, TrainConfig, resolve_threads, train
     from streamer.bundle import load_bundle
 
     t_start = time.perf_counter()
+    threads = resolve_threads(threads)  # recorded in the card as used
     base = load_bundle(bundle)
     card = read_card(bundle)
     ck = Path(bundle) / CHECKPOINT_DIR

@@ -280,10 +280,11 @@ def build(
     from models import evaluate as ev
     from models import tokenizer as tk
     from models.bundle import git_commit, serving_fields, write_bundle
-    from models.train import Stage, TrainConfig, train
+    from models.train import Stage, TrainConfig, resolve_threads, train
 
     t_start = time.perf_counter()
     recipe = recipes.get(kind)
+    threads = resolve_threads(threads)  # recorded in the card as used
     version = version or recipe.get("version", "1.0.0")
     encoding = for_kind(kind)
     out = Path(out)

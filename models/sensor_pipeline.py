@@ -285,10 +285,11 @@ def build(
     from models import tokenizer as tk
     from models.bundle import VARIANT_FILES, git_commit, serving_fields, write_bundle, write_card
     from models.pipeline import evaluate_model_on, export_and_check, speed
-    from models.train import Stage, TrainConfig, train
+    from models.train import Stage, TrainConfig, resolve_threads, train
 
     t_start = time.perf_counter()
     recipe = recipes.get("sensor")
+    threads = resolve_threads(threads)  # recorded in the card as used
     version = version or recipe.get("version", "1.0.0")
     use_nab = recipe.get("nab", False) if nab is None else nab
     out = Path(out)
@@ -452,7 +453,7 @@ def build(
     write_bundle(out, graphs, tok_path, card, model=model)
     if use_nab:
         novelty: dict[str, np.ndarray] = {}
-        scores = nab_scores(out, threads=threads, workers=workers, novelty_out=novelty, log=log)
+        scores = nab_scores(out, threads=1, workers=workers, novelty_out=novelty, log=log)
         card["metrics"]["nab"] = nab_report(scores, novelty=novelty)
         log("NAB: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in card["metrics"]["nab"]["profiles"].items()))
     card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
@@ -503,12 +504,13 @@ def fine_tune_sensor(
     from models import evaluate as ev
     from models.bundle import CHECKPOINT_DIR, VARIANT_FILES, git_commit, read_card, write_bundle
     from models.pipeline import export_and_check
-    from models.train import Stage, TrainConfig, train
+    from models.train import Stage, TrainConfig, resolve_threads, train
     from streamer.bundle import load_bundle
     from streamer.synth.sensors import inject_faults
     from streamer.validation import Invalid, check_sensor
 
     t_start = time.perf_counter()
+    threads = resolve_threads(threads)  # recorded in the card as used
     base = load_bundle(bundle)
     card = read_card(bundle)
     if card.get("kind") != "sensor":
