@@ -18,10 +18,24 @@ from typing import Any
 from streamer.bundle import DEFAULT_BUNDLES
 
 KINDS = ("transaction", "sensor")
+ACTIONS = ("train", "fine-tune", "evaluate", "export")
 
 
-def _command_line() -> str:
-    return "streamer model " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+def _command_line(argv: list[str] | None = None) -> str:
+    """The command as a user would retype it, for the card, whichever entry point ran it.
+
+    >>> _command_line(["streamer", "model", "train", "--kind", "sensor"])
+    'streamer model train --kind sensor'
+    >>> _command_line(["models/cli.py", "train", "--out", "a b"])
+    "streamer model train --out 'a b'"
+    """
+    argv = sys.argv if argv is None else argv
+    if not argv:
+        return ""
+    args = list(argv[1:])
+    if "model" in args and not any(a in args[: args.index("model")] for a in ACTIONS):
+        args = args[args.index("model") + 1 :]  # run as `streamer [flags] model ACTION ...`
+    return "streamer model " + " ".join(shlex.quote(a) for a in args)
 
 
 def _lora(args: argparse.Namespace) -> dict[str, Any] | None:

@@ -74,7 +74,7 @@ def _tx(n: int, seed: int, fraud_rate: float, drift: float, n_accounts: int, **k
 # reproduction test re-evaluates in under a minute.
 register("transaction", {
     "kind": "transaction",
-    "version": "1.0.0",
+    "version": "1.1.0",  # 1.1.0: rebuilt by this code (1.0.0 came from an earlier revision; same recipe)
     "max_seq_len": 32,
     "buckets": [16, 24, 32],
     "preset": "default",

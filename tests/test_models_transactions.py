@@ -37,8 +37,11 @@ def _tiny(tok, tokens, seed=0):
 
 
 def test_module_doctests():
-    for mod in (ev, tk):
-        assert doctest.testmod(mod).failed == 0, mod.__name__
+    from models import cli
+
+    for mod in (ev, tk, cli):
+        res = doctest.testmod(mod)
+        assert res.failed == 0 and res.attempted > 0, mod.__name__
 
 
 def test_tokenizer_round_trip(corpus, tmp_path):
