@@ -445,14 +445,9 @@ class Worker:
             self.metrics.commit_failures.inc()
             raise DeliveryFailed(f"an output was not acknowledged: {self._delivery_error!r}")
         offsets = {tp: o for tp, o in offsets.items() if tp in self.assigned}
-        if offsets and getattr(getattr(self.consumer, "_coordinator", None), "generation", 0) < 0:
-            # The group forgot this member (broker restarted with its data gone, or the session
-            # expired) and aiokafka reset its generation to -1. A commit now would be accepted as a
-            # standalone commit: old-log offsets written into the new group would make the consumer
-            # skip the new records below them. The offsets are forgotten at the revoke that follows.
-            offsets = {}
+        if offsets and not await commit_in_generation(self.consumer, offsets):
+            offsets = {}  # retried at the next checkpoint, or forgotten at the revoke that follows
         if offsets:
-            await self.consumer.commit(offsets)
             self.checkpoint.committed(offsets)
             for tp, o in offsets.items():
                 self.by_topic[tp.topic].intake.store.advance(tp.partition, o)  # below o nothing is replayed
@@ -576,6 +571,42 @@ async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: 
     finally:
         await consumer.stop()
     return n
+
+
+async def commit_in_generation(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+    """Commit ``offsets`` once, as a member of the group's current generation; False when not a member now.
+
+    ``consumer.commit()`` retries a failed request after finding the coordinator again, and a
+    retry that runs while the member re-joins goes out with generation -1: a standalone commit,
+    which brokers accept into a group they no longer know. After a broker restart with its data
+    gone that wrote the old log's offsets into the new, empty group; the re-joined consumer
+    started at them and skipped every new record below (reproduced with the embedded broker).
+    Here the generation is checked and the one request built in the same step, and a retriable
+    failure (coordinator moving, rebalance) returns False: the next checkpoint commits instead.
+    """
+    from aiokafka import errors as kerr
+    from aiokafka.structs import OffsetAndMetadata
+
+    coord = consumer._coordinator  # noqa: SLF001 - aiokafka has no public "commit only in this generation"
+    subscription = consumer._subscription.subscription  # noqa: SLF001
+    assignment = subscription.assignment if subscription is not None else None
+    if coord is None or assignment is None:
+        return False
+    await coord.ensure_coordinator_known()
+    async with coord._commit_lock:  # noqa: SLF001 - the lock aiokafka's own commits take
+        if coord.generation < 0 or any(tp not in assignment.tps for tp in offsets):
+            return False
+        try:
+            await coord._do_commit_offsets(assignment, {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})  # noqa: SLF001
+        except (kerr.UnknownMemberIdError, kerr.IllegalGenerationError, kerr.RebalanceInProgressError) as exc:
+            log.info("commit skipped, the group is rebalancing: %r", exc)
+            return False
+        except kerr.KafkaError as exc:
+            if not exc.retriable:
+                raise
+            log.info("commit deferred to the next checkpoint: %r", exc)
+            return False
+    return True
 
 
 def install_signal_handlers(worker: Worker) -> None:

@@ -207,3 +207,68 @@ async def read_until_scores(broker, topics, n):
 
     got = await read_until(broker, [topics["scores"]], lambda g: len({r["event_id"] for r in g[topics["scores"]]}) >= n, 60)
     return got[topics["scores"]]
+
+
+def _refill_without_yielding(broker, topic: str, values: list[bytes]) -> None:
+    """Restart the broker (data gone), recreate ``topic``, write ``values``: blocking calls, so no
+    coroutine of the running loop (the consumer's fetcher, heartbeat, commits) runs in between."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    broker.restart()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # kept alive until the topic exists
+    for fut in admin.create_topics([NewTopic(topic, 1, 1)]).values():
+        fut.result(15)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for v in values:
+        p.produce(topic, v, partition=0)
+    assert p.flush(15) == 0
+
+
+def test_commit_after_a_broker_lost_its_data_never_hides_the_new_records(own_broker):
+    """The race behind a worker that stopped consuming after a broker restart, made deterministic.
+
+    The consumer has read and committed offset 10 of the old log; the new log is refilled with
+    exactly 10 records before the consumer notices anything, so its position looks caught up.
+    ``consumer.commit()`` retried across the re-join and wrote 10 into the new group, and the
+    re-joined consumer sat at 10 for good. ``commit_in_generation`` must not, and every new
+    record must then be read.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from streamer.worker import commit_in_generation
+
+    broker, topic, tp = own_broker, "lost-data", TopicPartition("lost-data", 0)
+
+    async def main():
+        _refill_without_yielding(broker, topic, [f"old{i}".encode() for i in range(10)])
+        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id="g-lost", enable_auto_commit=False,
+                             auto_offset_reset="earliest", session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1000,
+                             request_timeout_ms=REQUEST_TIMEOUT_MS, fetch_max_wait_ms=500)
+        await c.start()
+        try:
+            c.subscribe([topic])
+            old = []
+            await wait_until_async(lambda: len(old) >= 10, 60, "the old records", c, old)
+            assert await commit_in_generation(c, {tp: 10}) and await c.committed(tp) == 10
+            _refill_without_yielding(broker, topic, [f"new{i}".encode() for i in range(10)])
+            committed_stale = await commit_in_generation(c, {tp: 10})
+            new = []
+            await wait_until_async(lambda: len(new) >= 10, 60, "the new records", c, new)
+            return committed_stale, new
+        finally:
+            await c.stop()
+
+    committed_stale, new = asyncio.run(main())
+    assert committed_stale is False
+    assert new == [f"new{i}".encode() for i in range(10)]
+
+
+async def wait_until_async(cond, timeout: float, what: str, consumer, into: list) -> None:
+    """Fetch into ``into`` until ``cond()``, with a deadline."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (got {len(into)})")
+        for msgs in (await consumer.getmany(timeout_ms=500)).values():
+            into.extend(m.value for m in msgs)
