@@ -433,6 +433,7 @@ class Worker:
             raise DeliveryFailed(f"checkpoint did not complete within {timeout:.0f}s (broker unreachable?)") from None
 
     async def _checkpoint_once(self) -> None:
+        member = membership(self.consumer)  # before the offsets: a re-join while flushing voids them
         offsets = self.checkpoint.committable()
         producer = self.producer
         for lane in self.lanes.values():
@@ -445,7 +446,7 @@ class Worker:
             self.metrics.commit_failures.inc()
             raise DeliveryFailed(f"an output was not acknowledged: {self._delivery_error!r}")
         offsets = {tp: o for tp, o in offsets.items() if tp in self.assigned}
-        if offsets and not await commit_in_generation(self.consumer, offsets):
+        if offsets and not await commit_in_generation(self.consumer, offsets, member):
             offsets = {}  # retried at the next checkpoint, or forgotten at the revoke that follows
         if offsets:
             self.checkpoint.committed(offsets)
@@ -573,30 +574,40 @@ async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: 
     return n
 
 
-async def commit_in_generation(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
-    """Commit ``offsets`` once, as a member of the group's current generation; False when not a member now.
+def membership(consumer: AIOKafkaConsumer) -> tuple[int, str] | None:
+    """(generation, member id) of the consumer in its group now; None without a group coordinator."""
+    coord = getattr(consumer, "_coordinator", None)
+    return None if coord is None else (coord.generation, coord.member_id)
 
-    ``consumer.commit()`` retries a failed request after finding the coordinator again, and a
-    retry that runs while the member re-joins goes out with generation -1: a standalone commit,
-    which brokers accept into a group they no longer know. After a broker restart with its data
-    gone that wrote the old log's offsets into the new, empty group; the re-joined consumer
-    started at them and skipped every new record below (reproduced with the embedded broker).
-    Here the generation is checked and the one request built in the same step, and a retriable
-    failure (coordinator moving, rebalance) returns False: the next checkpoint commits instead.
+
+async def commit_in_generation(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int],
+                               member: tuple[int, str] | None = None) -> bool:
+    """Commit ``offsets`` once, as the group member that read them; False (nothing sent) otherwise.
+
+    ``consumer.commit()`` retries a failed request after finding the coordinator again, and the
+    retry goes out with whatever membership the consumer holds by then: -1 mid re-join (a
+    standalone commit, which brokers accept into a group they no longer know) or the new
+    group's. After a broker restart with its data gone, that wrote the old log's offsets into
+    the new, empty group; the re-joined consumer started at them and skipped every new record
+    below (reproduced with the embedded broker). Here the membership the offsets were read
+    under (``member``, from :func:`membership`; default: the current one) must still hold when
+    the one request is built, and a retriable failure returns False: the next checkpoint commits.
     """
     from aiokafka import errors as kerr
     from aiokafka.structs import OffsetAndMetadata
 
-    coord = consumer._coordinator  # noqa: SLF001 - aiokafka has no public "commit only in this generation"
-    subscription = consumer._subscription.subscription  # noqa: SLF001
-    assignment = subscription.assignment if subscription is not None else None
-    if coord is None or assignment is None:
+    coord = consumer._coordinator  # noqa: SLF001 - aiokafka has no public "commit only as this member"
+    if coord is None:
         return False
+    member = membership(consumer) if member is None else member
     await coord.ensure_coordinator_known()
     async with coord._commit_lock:  # noqa: SLF001 - the lock aiokafka's own commits take
-        if coord.generation < 0 or any(tp not in assignment.tps for tp in offsets):
+        subscription = consumer._subscription.subscription  # noqa: SLF001
+        assignment = subscription.assignment if subscription is not None else None
+        if (assignment is None or member is None or member[0] < 0 or membership(consumer) != member
+                or any(tp not in assignment.tps for tp in offsets)):
             return False
-        try:
+        try:  # the request is built from the membership checked above, before its first await
             await coord._do_commit_offsets(assignment, {tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})  # noqa: SLF001
         except (kerr.UnknownMemberIdError, kerr.IllegalGenerationError, kerr.RebalanceInProgressError) as exc:
             log.info("commit skipped, the group is rebalancing: %r", exc)

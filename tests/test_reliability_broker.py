@@ -236,7 +236,7 @@ def test_commit_after_a_broker_lost_its_data_never_hides_the_new_records(own_bro
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streamer.worker import commit_in_generation
+    from streamer.worker import commit_in_generation, membership
 
     broker, topic, tp = own_broker, "lost-data", TopicPartition("lost-data", 0)
 
@@ -251,10 +251,15 @@ def test_commit_after_a_broker_lost_its_data_never_hides_the_new_records(own_bro
             old = []
             await wait_until_async(lambda: len(old) >= 10, 60, "the old records", c, old)
             assert await commit_in_generation(c, {tp: 10}) and await c.committed(tp) == 10
+            old_member = membership(c)
             _refill_without_yielding(broker, topic, [f"new{i}".encode() for i in range(10)])
             committed_stale = await commit_in_generation(c, {tp: 10})
             new = []
             await wait_until_async(lambda: len(new) >= 10, 60, "the new records", c, new)
+            # offsets read under the old membership stay uncommitted once the consumer re-joined
+            assert membership(c) != old_member
+            assert await commit_in_generation(c, {tp: 3}, old_member) is False and await c.committed(tp) is None
+            assert await commit_in_generation(c, {tp: 10}, membership(c)) and await c.committed(tp) == 10
             return committed_stale, new
         finally:
             await c.stop()
