@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from transformers import DeepseekV3Config, DeepseekV3ForSequenceClassification
@@ -161,6 +161,13 @@ def add_lora(model: torch.nn.Module, rank: int = 8, alpha: int = 16, dropout: fl
     cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=wanted,
                      modules_to_save=["score"], task_type="SEQ_CLS")
     return get_peft_model(model, cfg)
+
+
+def lora_from_base(base_dir: str | Path, lora: Mapping[str, Any] | None, pad_token_id: int, vocab_size: int,
+                   ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """``--base DIR``: the local checkpoint as a classifier with LoRA adapters, and the card's record of it."""
+    cfg = dict(lora or {})
+    return add_lora(load_base(base_dir, pad_token_id, vocab_size), **cfg), {"base": str(base_dir), "lora": cfg}
 
 
 def merge_lora(model: torch.nn.Module) -> torch.nn.Module:

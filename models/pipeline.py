@@ -52,6 +52,11 @@ class Split:
     def describe(self) -> dict[str, Any]:
         return {"data": self.sources, "rows": len(self.labels), "positives": int(sum(self.labels))}
 
+    def extend(self, other: "Split") -> None:
+        """Append ``other``'s rows and sources (splits of several specs are built part by part)."""
+        for f in ("texts", "labels", "vectors", "typologies", "sources", "targets"):
+            getattr(self, f).extend(getattr(other, f))
+
 
 def prepare(specs: Sequence[Mapping[str, Any]], encoding: Any, card: Mapping[str, Any] | None = None,
             require_label: bool = True) -> Split:
@@ -114,9 +119,7 @@ def prepare_groups(groups: Sequence[Sequence[Mapping[str, Any]]], kind: str, car
     for g in groups:
         split = Split()
         for _ in g:
-            part = next(done)
-            for f in ("texts", "labels", "vectors", "typologies", "sources", "targets"):
-                getattr(split, f).extend(getattr(part, f))
+            split.extend(next(done))
         out.append(split)
     return out
 
@@ -322,10 +325,7 @@ def build(
     tokens = TokenEncoder(tok_path, recipe["max_seq_len"], recipe["buckets"])
 
     if base is not None:
-        model = clf.load_base(base, tokens.pad_id, tok.get_vocab_size())
-        lora_cfg = dict(lora or {})
-        model = clf.add_lora(model, **lora_cfg)
-        init = {"base": str(base), "lora": lora_cfg}
+        model, init = clf.lora_from_base(base, lora, tokens.pad_id, tok.get_vocab_size())
     else:
         torch.manual_seed(seed)
         model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)

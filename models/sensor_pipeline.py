@@ -15,7 +15,6 @@ sustained excursion score high once, at its start, rather than on every reading.
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
 import sys
 import time
@@ -111,11 +110,6 @@ def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require
     return out
 
 
-def _extend(into: Split, part: Split) -> None:
-    for f in ("texts", "labels", "vectors", "typologies", "sources", "targets"):
-        getattr(into, f).extend(getattr(part, f))
-
-
 def _prepare_job(job: tuple[Mapping[str, Any], Mapping[str, Any], int | None]) -> Split:
     spec, card, limit = job
     return prepare([spec], card, limit=limit)
@@ -169,11 +163,8 @@ def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, thre
     from streamer.scorer import Scorer
 
     corpus = list(corpus) if corpus is not None else nab.load_corpus()
-    workers = max(1, min(4, os.cpu_count() or 1)) if workers is None else workers
+    workers = default_workers() if workers is None else workers
     if workers > 1 and len(corpus) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
         t0 = time.perf_counter()
         shares: list[list[Any]] = [[] for _ in range(workers)]
         sizes = [0] * workers
@@ -183,11 +174,10 @@ def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, thre
             sizes[k] += len(s.ts)
         jobs = [(str(bundle_dir), sh, threads, batch, precision) for sh in shares if sh]
         merged: dict[str, np.ndarray] = {}
-        with ProcessPoolExecutor(max_workers=len(jobs), mp_context=mp.get_context("spawn")) as pool:
-            for part, nov in pool.map(_nab_job, jobs):
-                merged.update(part)
-                if novelty_out is not None:
-                    novelty_out.update(nov)
+        for part, nov in parallel_map(_nab_job, jobs, len(jobs)):
+            merged.update(part)
+            if novelty_out is not None:
+                novelty_out.update(nov)
         log(f"NAB: scored {sum(sizes)} events in {time.perf_counter() - t0:.0f}s ({len(jobs)} processes)")
         return {s.name: merged[s.name] for s in corpus}
     bundle = load_bundle(bundle_dir, precision=precision)
@@ -332,15 +322,15 @@ def build(
             continue
         main, rep = Split(), Split()
         for spec, p in zip(specs, parts):  # a spec marked "replay" is drawn at the stage's replay_fraction
-            _extend(rep if spec.get("replay") else main, p)
+            (rep if spec.get("replay") else main).extend(p)
         replays.append(rep)
-        _extend(main, rep)
+        main.extend(rep)
         stage_splits.append((st, main))
     evals: dict[str, Split] = {}
     for key, specs in eval_sets.items():
         evals[key] = Split()
         for _ in specs:
-            _extend(evals[key], next(done))
+            evals[key].extend(next(done))
     val, test = evals["validation"], evals["test"]
     small = evals["test_small"] if eval_sets["test_small"] else None
     t_data = time.perf_counter() - t0
@@ -353,10 +343,7 @@ def build(
     torch.manual_seed(seed)
     init: Any = "random"
     if base is not None:  # a local pretrained checkpoint, fine-tuned with LoRA (head trained fully), merged for export
-        model = clf.load_base(base, tokens.pad_id, tok.get_vocab_size())
-        lora_cfg = dict(lora or {})
-        model = clf.add_lora(model, **lora_cfg)
-        init = {"base": str(base), "lora": lora_cfg}
+        model, init = clf.lora_from_base(base, lora, tokens.pad_id, tok.get_vocab_size())
     else:
         model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)
 
