@@ -37,9 +37,9 @@ def _tiny(tok, tokens, seed=0):
 
 
 def test_module_doctests():
-    from models import cli
+    from models import cli, token_baseline
 
-    for mod in (ev, tk, cli):
+    for mod in (ev, tk, cli, token_baseline):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
 
@@ -156,6 +156,26 @@ def test_training_resume_is_exact(corpus, tmp_path):
     train(resumed, stages(), tokens.pad, cfg, checkpoint_dir=tmp_path / "ck", resume=tmp_path / "ck", log=lambda m: None)
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+def test_token_slot_tree_sees_the_models_words(corpus):
+    """The diagnostic tree's features are the model's words, slot by slot from the end, nothing else."""
+    from models.token_baseline import TokenSlots
+
+    texts = corpus[0]
+    slots = TokenSlots(width=28).fit(texts[:3000])
+    x = slots.transform(texts[3000:])
+    assert np.isnan(x).mean() < 0.01  # held-out rows of the same generator reuse the slots' words
+    inverse = [{c: w for w, c in codes.items()} for codes in slots.codes]
+    for text, row in zip(texts[3000:3200], x):
+        words = text.split()[-28:][::-1]
+        for j, code in enumerate(row):
+            if j >= len(words):
+                assert code == 0
+            elif not np.isnan(code):
+                assert inverse[j][int(code)] == words[j]
+    with pytest.raises(ValueError, match="slot 0"):
+        TokenSlots(width=1).fit([f"w{i}" for i in range(300)])
 
 
 def test_metrics_on_known_toy_case():

@@ -1,0 +1,121 @@
+"""A gradient-boosted tree on the classifier's own input words: how much of the tokens a tree can use.
+
+Why: the card's GBT baseline gets the exact numbers behind the words
+(``encoding.vector``) but not the summary of the previous events. When the
+DeepSeek model stays below that tree, the question is whether the words lack
+the information or the transformer does not extract it. This tree sees exactly
+what the model sees: one categorical feature per word slot, counted from the
+end of the text (an event's own words have fixed slots there; the summary of
+earlier events, shorter for new accounts, fills the slots further back).
+
+It is a diagnosis, run on demand (``python -m models.token_baseline``), not a
+part of every build: it adds a few minutes, and the card's baseline stays the
+exact-number tree.
+
+>>> slots = TokenSlots(width=3).fit(["a b c", "b c"])
+>>> slots.transform(["a b c", "b c", "z c"]).tolist()
+[[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, nan, 0.0]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+MAX_CATEGORIES = 254  # HistGradientBoosting's categorical limit (255 bins, one kept for "missing")
+
+
+class TokenSlots:
+    """Word slot -> category code, per slot, fitted on training texts.
+
+    Code 0 is an empty slot (a text shorter than ``width``); a word never seen in
+    that slot during ``fit`` becomes NaN, which the tree treats as missing.
+    """
+
+    def __init__(self, width: int):
+        self.width = width
+        self.codes: list[dict[str, int]] = []
+
+    def fit(self, texts: Sequence[str]) -> "TokenSlots":
+        seen: list[set[str]] = [set() for _ in range(self.width)]
+        for t in texts:
+            for j, w in enumerate(reversed(t.split()[-self.width:])):
+                seen[j].add(w)
+        for j, words in enumerate(seen):
+            if len(words) >= MAX_CATEGORIES:
+                raise ValueError(f"slot {j} (from the end) has {len(words)} distinct words; at most "
+                                 f"{MAX_CATEGORIES - 1} fit a categorical tree feature")
+        self.codes = [{w: i + 1 for i, w in enumerate(sorted(words))} for words in seen]
+        return self
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.width), dtype=np.float64)
+        for i, t in enumerate(texts):
+            for j, w in enumerate(reversed(t.split()[-self.width:])):
+                out[i, j] = self.codes[j].get(w, np.nan)
+        return out
+
+
+def fit_and_score(kind: str, splits: Sequence[str], workers: int | None = None) -> dict[str, Any]:
+    """Fit the token-slot GBT on the recipe's curriculum rows (grid picked on validation AUPRC); metrics per split."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import average_precision_score
+    from threadpoolctl import threadpool_limits
+
+    from models import evaluate as ev
+    from models import recipes
+    from models.pipeline import default_workers, prepare_groups
+
+    recipe = recipes.get(kind)
+    names = ["validation"] + [s for s in splits if s != "validation"]
+    groups = [st["data"] for st in recipe["stages"]] + [recipe[n] for n in names]
+    prepared = prepare_groups(groups, kind, None, default_workers() if workers is None else workers)
+    train, evals = prepared[: len(recipe["stages"])], dict(zip(names, prepared[len(recipe["stages"]):]))
+    texts = [t for s in train for t in s.texts]
+    width = max(len(t.split()) for t in texts)
+    slots = TokenSlots(width).fit(texts)
+    x, y = slots.transform(texts), np.concatenate([s.y for s in train])
+    val = evals["validation"]
+    xv = slots.transform(val.texts)
+    best, best_ap, tried = None, -1.0, []
+    with threadpool_limits(1):
+        for params in ev.GBT_GRID:
+            clf = HistGradientBoostingClassifier(random_state=recipe["seed"], early_stopping=True,
+                                                 validation_fraction=0.1, n_iter_no_change=30,
+                                                 categorical_features=list(range(width)), **params)
+            clf.fit(x, y)
+            ap = float(average_precision_score(val.y, clf.predict_proba(xv)[:, 1]))
+            tried.append({**params, "val_auprc": round(ap, 6), "iters": int(clf.n_iter_)})
+            if ap > best_ap:
+                best, best_ap = clf, ap
+        thr = ev.choose_thresholds(val.labels, best.predict_proba(xv)[:, 1], recipe.get("alert_fpr", 1e-3))["alert"]
+        out: dict[str, Any] = {"model": "HistGradientBoosting on the classifier's word slots", "slots": width,
+                               "grid": tried}
+        for name, split in evals.items():
+            out[name] = ev.metrics(split.labels, best.predict_proba(slots.transform(split.texts))[:, 1], thr)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.token_baseline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--kind", default="transaction", help="recipe kind (default: transaction)")
+    p.add_argument("--splits", nargs="+", default=["test", "stress"], help="recipe splits to report besides validation")
+    p.add_argument("--json", help="also write the results to this file")
+    a = p.parse_args(argv)
+    res = fit_and_score(a.kind, a.splits)
+    cols = ("auprc", "roc_auc", "recall_at_fpr_0.1%", "recall_at_fpr_0.02%")
+    print("| split | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
+    for name in ["validation"] + [s for s in a.splits if s != "validation"]:
+        print(f"| {name} | " + " | ".join(f"{res[name][c]:.4f}" for c in cols) + " |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
