@@ -71,8 +71,12 @@ def fit_and_score(kind: str, splits: Sequence[str], workers: int | None = None) 
     from models.pipeline import default_workers, prepare_groups
 
     recipe = recipes.get(kind)
+    missing = [n for n in splits if not recipe.get(n)]
+    if missing:
+        raise ValueError(f"the {kind} recipe has no split {missing[0]!r}")
     names = ["validation"] + [s for s in splits if s != "validation"]
     groups = [st["data"] for st in recipe["stages"]] + [recipe[n] for n in names]
+    print(f"encoding the {kind} recipe's training and evaluation data...", file=sys.stderr, flush=True)
     prepared = prepare_groups(groups, kind, None, default_workers() if workers is None else workers)
     train, evals = prepared[: len(recipe["stages"])], dict(zip(names, prepared[len(recipe["stages"]):]))
     texts = [t for s in train for t in s.texts]
@@ -83,7 +87,9 @@ def fit_and_score(kind: str, splits: Sequence[str], workers: int | None = None) 
     xv = slots.transform(val.texts)
     best, best_ap, tried = None, -1.0, []
     with threadpool_limits(1):
-        for params in ev.GBT_GRID:
+        for i, params in enumerate(ev.GBT_GRID):
+            print(f"fitting grid point {i + 1}/{len(ev.GBT_GRID)} on {len(y)} rows x {width} word slots...",
+                  file=sys.stderr, flush=True)
             clf = HistGradientBoostingClassifier(random_state=recipe["seed"], early_stopping=True,
                                                  validation_fraction=0.1, n_iter_no_change=30,
                                                  categorical_features=list(range(width)), **params)
@@ -103,7 +109,8 @@ def fit_and_score(kind: str, splits: Sequence[str], workers: int | None = None) 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m models.token_baseline", description=__doc__.split("\n\n")[0])
     p.add_argument("--kind", default="transaction", help="recipe kind (default: transaction)")
-    p.add_argument("--splits", nargs="+", default=["test", "stress"], help="recipe splits to report besides validation")
+    p.add_argument("--splits", nargs="+", default=["test", "stress"], choices=["test", "stress", "test_small"],
+                   help="recipe splits to report besides validation (default: test stress)")
     p.add_argument("--json", help="also write the results to this file")
     a = p.parse_args(argv)
     res = fit_and_score(a.kind, a.splits)
