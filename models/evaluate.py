@@ -151,17 +151,23 @@ GBT_GRID = (
 
 
 def gbt_baseline(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed: int = 0,
-                 grid: Sequence[Mapping[str, Any]] = GBT_GRID) -> tuple[Any, dict[str, Any]]:
-    """HistGradientBoosting fitted on the training rows; the grid point with the best validation AUPRC wins."""
+                 grid: Sequence[Mapping[str, Any]] = GBT_GRID,
+                 categorical: Sequence[int] | None = None) -> tuple[Any, dict[str, Any]]:
+    """HistGradientBoosting fitted on the training rows; the grid point with the best validation AUPRC wins.
+
+    ``categorical``: columns holding category codes rather than numbers (the word slots of
+    ``models.token_baseline``).
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     best, best_ap, tried = None, -1.0, []
+    extra = {} if categorical is None else {"categorical_features": list(categorical)}
     with threadpool_limits(1):
         for params in grid:
             t0 = time.perf_counter()
             clf = HistGradientBoostingClassifier(random_state=seed, early_stopping=True, validation_fraction=0.1,
-                                                 n_iter_no_change=30, **params)
+                                                 n_iter_no_change=30, **extra, **params)
             clf.fit(x_train, y_train)
             ap = float(average_precision_score(y_val, clf.predict_proba(x_val)[:, 1]))
             tried.append({**params, "val_auprc": ap, "iters": int(clf.n_iter_), "fit_s": round(time.perf_counter() - t0, 1)})

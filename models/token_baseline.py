@@ -62,10 +62,6 @@ class TokenSlots:
 
 def fit_and_score(kind: str, splits: Sequence[str], workers: int | None = None) -> dict[str, Any]:
     """Fit the token-slot GBT on the recipe's curriculum rows (grid picked on validation AUPRC); metrics per split."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.metrics import average_precision_score
-    from threadpoolctl import threadpool_limits
-
     from models import evaluate as ev
     from models import recipes
     from models.pipeline import default_workers, prepare_groups
@@ -85,24 +81,13 @@ def fit_and_score(kind: str, splits: Sequence[str], workers: int | None = None) 
     x, y = slots.transform(texts), np.concatenate([s.y for s in train])
     val = evals["validation"]
     xv = slots.transform(val.texts)
-    best, best_ap, tried = None, -1.0, []
-    with threadpool_limits(1):
-        for i, params in enumerate(ev.GBT_GRID):
-            print(f"fitting grid point {i + 1}/{len(ev.GBT_GRID)} on {len(y)} rows x {width} word slots...",
-                  file=sys.stderr, flush=True)
-            clf = HistGradientBoostingClassifier(random_state=recipe["seed"], early_stopping=True,
-                                                 validation_fraction=0.1, n_iter_no_change=30,
-                                                 categorical_features=list(range(width)), **params)
-            clf.fit(x, y)
-            ap = float(average_precision_score(val.y, clf.predict_proba(xv)[:, 1]))
-            tried.append({**params, "val_auprc": round(ap, 6), "iters": int(clf.n_iter_)})
-            if ap > best_ap:
-                best, best_ap = clf, ap
-        thr = ev.choose_thresholds(val.labels, best.predict_proba(xv)[:, 1], recipe.get("alert_fpr", 1e-3))["alert"]
-        out: dict[str, Any] = {"model": "HistGradientBoosting on the classifier's word slots", "slots": width,
-                               "grid": tried}
-        for name, split in evals.items():
-            out[name] = ev.metrics(split.labels, best.predict_proba(slots.transform(split.texts))[:, 1], thr)
+    print(f"fitting {len(ev.GBT_GRID)} grid points on {len(y)} rows x {width} word slots...", file=sys.stderr, flush=True)
+    best, info = ev.gbt_baseline(x, y, xv, val.y, seed=recipe["seed"], categorical=range(width))
+    thr = ev.choose_thresholds(val.labels, ev.gbt_scores(best, xv), recipe.get("alert_fpr", 1e-3))["alert"]
+    out: dict[str, Any] = {"model": "HistGradientBoosting on the classifier's word slots", "slots": width,
+                           "grid": info["grid"]}
+    for name, split in evals.items():
+        out[name] = ev.metrics(split.labels, ev.gbt_scores(best, slots.transform(split.texts)), thr)
     return out
 
 
