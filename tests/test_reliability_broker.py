@@ -249,13 +249,13 @@ def test_commit_after_a_broker_lost_its_data_never_hides_the_new_records(own_bro
         try:
             c.subscribe([topic])
             old = []
-            await wait_until_async(lambda: len(old) >= 10, 60, "the old records", c, old)
+            await fetch_until(lambda: len(old) >= 10, 60, "the old records", c, old)
             assert await commit_in_generation(c, {tp: 10}) and await c.committed(tp) == 10
             old_member = membership(c)
             _refill_without_yielding(broker, topic, [f"new{i}".encode() for i in range(10)])
             committed_stale = await commit_in_generation(c, {tp: 10})
             new = []
-            await wait_until_async(lambda: len(new) >= 10, 60, "the new records", c, new)
+            await fetch_until(lambda: len(new) >= 10, 60, "the new records", c, new)
             # offsets read under the old membership stay uncommitted once the consumer re-joined
             assert membership(c) != old_member
             assert await commit_in_generation(c, {tp: 3}, old_member) is False and await c.committed(tp) is None
@@ -269,7 +269,7 @@ def test_commit_after_a_broker_lost_its_data_never_hides_the_new_records(own_bro
     assert new == [f"new{i}".encode() for i in range(10)]
 
 
-async def wait_until_async(cond, timeout: float, what: str, consumer, into: list) -> None:
+async def fetch_until(cond, timeout: float, what: str, consumer, into: list) -> None:
     """Fetch into ``into`` until ``cond()``, with a deadline."""
     t0 = time.monotonic()
     while not cond():
