@@ -190,6 +190,56 @@ class Baselines:
                 "thresholds": "each at its own validation FPR 0.1% threshold", "fit_s": round(self.fit_s, 1)}
 
 
+def distill_targets(spec: Mapping[str, Any] | None, stage_ids: Sequence[Sequence[Sequence[int]]],
+                    stage_splits: Sequence[Split], val: Split, tokens: TokenEncoder, seed: int,
+                    log: Log = _log) -> tuple[list[list[float] | None], dict[str, Any] | None]:
+    """Per-stage soft targets from a token-slot tree teacher (``models.distill``), or None per stage.
+
+    ``spec`` is the recipe's ``distill`` entry, ``{"alpha": a}``: the target is
+    ``a * label + (1 - a) * teacher``. The teacher is fitted once on all stages'
+    rows (grid point picked on validation), so every stage and its replay learn
+    from the same opinion.
+    """
+    from models.distill import SlotTeacher, soft_targets
+
+    if not spec:
+        return [None] * len(stage_ids), None
+    alpha = float(spec["alpha"])
+    teacher = SlotTeacher(seed=seed).fit([r for ids in stage_ids for r in ids],
+                                         [y for s in stage_splits for y in s.labels],
+                                         ds.token_ids(val.texts, tokens), val.labels)
+    targets = [soft_targets(s.labels, teacher.predict(ids), alpha).tolist() for s, ids in zip(stage_splits, stage_ids)]
+    info = {**teacher.info, "alpha": alpha, "target": "alpha * label + (1 - alpha) * teacher probability"}
+    log(f"teacher: token-slot tree, validation AUPRC {info['val_auprc']:.4f}, fitted in {info['fit_s']:.0f}s; alpha {alpha}")
+    return targets, info
+
+
+def curriculum_stages(specs: Sequence[Mapping[str, Any]], splits: Sequence[Split], ids: Sequence[list[list[int]]],
+                      targets: Sequence[list[float] | None], steps_scale: float = 1.0) -> list[Any]:
+    """The training ``Stage``s of a recipe: its steps and rates, the splits' rows, replay of earlier stages.
+
+    A stage with soft ``targets`` replays the earlier stages' targets too (their labels where
+    they had none), so a replayed row keeps the opinion it was first trained against.
+    """
+    from models.train import Stage
+
+    stages: list[Stage] = []
+    for st, split, rows, soft in zip(specs, splits, ids, targets):
+        steps = max(1, int(st["steps"] * steps_scale))
+        stage = Stage(name=st["name"], ids=rows, labels=split.labels, steps=steps, targets=soft,
+                      lr=st["lr"], pos_fraction=st["pos_fraction"], warmup=min(st.get("warmup", 100), max(1, steps // 5)),
+                      hard_fraction=st.get("hard_fraction", 0.0),
+                      summary={"data": split.sources, **({"soft_targets": "distilled"} if soft is not None else {})})
+        if st.get("replay_fraction") and stages:
+            stage.replay_ids = [r for s in stages for r in s.ids]
+            stage.replay_labels = [y for s in stages for y in s.labels]
+            if soft is not None:
+                stage.replay_targets = [t for s in stages for t in (s.targets if s.targets is not None else s.labels)]
+            stage.replay_fraction = st["replay_fraction"]
+        stages.append(stage)
+    return stages
+
+
 def selection_metric(val: Split, tokens: TokenEncoder, negatives: int, seed: int) -> Callable[[Any], float]:
     """Validation AUPRC on all validation positives plus a fixed sample of negatives (torch, no export).
 
@@ -283,7 +333,7 @@ def build(
     from models import evaluate as ev
     from models import tokenizer as tk
     from models.bundle import git_commit, serving_fields, write_bundle
-    from models.train import Stage, TrainConfig, resolve_threads, train
+    from models.train import TrainConfig, resolve_threads, train
 
     t_start = time.perf_counter()
     recipe = recipes.get(kind)
@@ -331,17 +381,9 @@ def build(
         model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)
         init = {"preset": preset, "init": "random"}
 
-    stages: list[Stage] = []
-    for st, split in zip(recipe["stages"], stage_splits):
-        steps = max(1, int(st["steps"] * steps_scale))
-        stage = Stage(name=st["name"], ids=ds.token_ids(split.texts, tokens), labels=split.labels, steps=steps,
-                      lr=st["lr"], pos_fraction=st["pos_fraction"], warmup=min(st.get("warmup", 100), max(1, steps // 5)),
-                      hard_fraction=st.get("hard_fraction", 0.0), summary={"data": split.sources})
-        if st.get("replay_fraction") and stages:
-            stage.replay_ids = [r for s in stages for r in s.ids]
-            stage.replay_labels = [y for s in stages for y in s.labels]
-            stage.replay_fraction = st["replay_fraction"]
-        stages.append(stage)
+    stage_ids = [ds.token_ids(split.texts, tokens) for split in stage_splits]
+    stage_targets, distillation = distill_targets(recipe.get("distill"), stage_ids, stage_splits, val, tokens, seed, log)
+    stages = curriculum_stages(recipe["stages"], stage_splits, stage_ids, stage_targets, steps_scale)
     cfg = TrainConfig(batch_size=recipe["batch_size"], seed=seed, threads=threads, progress=progress,
                       select_every=max(1, int(recipe.get("select_every", 500) * steps_scale)))
     select = selection_metric(val, tokens, recipe.get("select_negatives", 20_000), seed) if recipe.get("select") else None
@@ -402,6 +444,7 @@ def build(
         "architecture": {**clf.architecture(model), **init},
         "training": {
             "curriculum": summary["stages"], "selected_checkpoint": summary.get("selected"), "seed": seed, "threads": threads, "batch_size": cfg.batch_size,
+            "distillation": distillation,
             "train_wall_s": summary["wall_s"], "data_prep_s": round(t_data, 1),
             "build_wall_s": None, "command": command, "commit": git_commit(Path(__file__).resolve().parent.parent),
             "deterministic": "torch.use_deterministic_algorithms(True); batches are a function of (seed, stage, step)",

@@ -74,7 +74,7 @@ def _tx(n: int, seed: int, fraud_rate: float, drift: float, n_accounts: int, **k
 # reproduction test re-evaluates in under a minute.
 register("transaction", {
     "kind": "transaction",
-    "version": "1.1.0",  # 1.1.0: rebuilt by this code (1.0.0 came from an earlier revision; same recipe)
+    "version": "1.2.0",  # 1.2.0: distilled from the token-slot tree; 1.1.0: rebuilt by 1.0.0's recipe
     "max_seq_len": 32,
     "buckets": [16, 24, 32],
     "preset": "default",
@@ -89,6 +89,9 @@ register("transaction", {
     ],
     # Keep the target-stage weights with the best validation AUPRC (checked every 100 steps;
     # with 1000 target steps the best was at step 250, so the steps went to stage one).
+    # Soft targets from a tree on the model's own token slots (models/distill.py):
+    # 0.2 * label + 0.8 * the tree's probability, for every stage and its replay.
+    "distill": {"alpha": 0.2},
     "select": True,
     "select_every": 100,
     "select_negatives": 20_000,

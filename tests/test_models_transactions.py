@@ -37,9 +37,9 @@ def _tiny(tok, tokens, seed=0):
 
 
 def test_module_doctests():
-    from models import cli, token_baseline
+    from models import cli, distill, token_baseline
 
-    for mod in (ev, tk, cli, token_baseline):
+    for mod in (ev, tk, cli, token_baseline, distill):
         res = doctest.testmod(mod)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
 
@@ -176,6 +176,74 @@ def test_token_slot_tree_sees_the_models_words(corpus):
                 assert inverse[j][int(code)] == words[j]
     with pytest.raises(ValueError, match="slot 0"):
         TokenSlots(width=1).fit([f"w{i}" for i in range(300)])
+
+
+def test_slot_teacher_learns_from_token_slots(corpus):
+    """The teacher's features are token ids slot by slot from the end; its targets mix label and opinion."""
+    from models.distill import SlotTeacher, slot_matrix, soft_targets
+    from models.token_baseline import TokenSlots
+
+    texts, labels, _, _, tokens = corpus
+    ids, y = ds.token_ids(texts, tokens), np.asarray(labels)
+    teacher = SlotTeacher(grid=ev.GBT_GRID[:1]).fit(ids[:3000], y[:3000], ids[3000:], y[3000:])
+    p = teacher.predict(ids[3000:])
+    assert ev.metrics(y[3000:], p)["auprc"] > 10 * y[3000:].mean()  # held out: far above chance, from 30 positives
+    # The same tree as the word-slot diagnostic (models.token_baseline) fitted on the texts:
+    # token ids and words are one-to-one, [END] is a constant slot.
+    words = TokenSlots(width=28).fit(texts[:3000])
+    tree, _ = ev.gbt_baseline(words.transform(texts[:3000]), y[:3000], words.transform(texts[3000:]), y[3000:],
+                              grid=ev.GBT_GRID[:1], categorical=range(28))
+    assert np.allclose(p, ev.gbt_scores(tree, words.transform(texts[3000:])), atol=1e-9)
+    codes = teacher._codes(ids[3000:3200])
+    inverse = [{int(c): t - 1 for t, c in enumerate(lut) if c > 0} for lut in teacher.luts]
+    for row, code_row in zip(ids[3000:3200], codes):
+        for j, code in enumerate(code_row):
+            if j >= len(row):
+                assert code == 0
+            elif not np.isnan(code):
+                assert inverse[j][int(code)] == row[::-1][j]
+    unseen = teacher._codes([[10_000, ids[0][-1]]])  # an id beyond the vocabulary is missing, not a crash
+    assert np.isnan(unseen[0, 1]) and unseen[0, 0] > 0 and (unseen[0, 2:] == 0).all()
+    assert slot_matrix([[]], 2).tolist() == [[-1, -1]]
+    t = soft_targets(y[3000:], p, 0.25)
+    assert np.allclose(t, 0.25 * y[3000:] + 0.75 * p) and t.min() >= 0 and t.max() <= 1
+    with pytest.raises(ValueError, match="alpha"):
+        soft_targets([1], [0.5], 1.5)
+    with pytest.raises(ValueError, match="finite"):
+        soft_targets([1], [float("nan")], 0.5)
+    with pytest.raises(ValueError, match="slot 0"):
+        SlotTeacher().fit([[i] for i in range(300)], [i % 2 for i in range(300)], [[1]], [1])
+
+
+def test_curriculum_trains_on_the_teachers_targets(corpus, tmp_path):
+    """The build's distillation path: teacher on all stages' rows, soft targets per stage and in replay, trained."""
+    from models import recipes
+    from models.pipeline import Split, curriculum_stages, distill_targets
+
+    texts, labels, vectors, tok, tokens = corpus
+    parts = [Split(texts=texts[a:b], labels=labels[a:b], vectors=vectors[a:b], sources=[f"rows {a}-{b}"])
+             for a, b in ((0, 2000), (2000, 3000), (3000, 4000))]
+    stage_splits, val = parts[:2], parts[2]
+    ids = [ds.token_ids(p.texts, tokens) for p in stage_splits]
+    spec = recipes.get("transaction")
+    targets, info = distill_targets(spec["distill"], ids, stage_splits, val, tokens, seed=0, log=lambda m: None)
+    assert info["alpha"] == spec["distill"]["alpha"] and info["rows"] == 3000 and 0 < info["val_auprc"] <= 1
+    for t, part in zip(targets, stage_splits):
+        y = np.asarray(part.labels)
+        assert len(t) == len(y) and np.all(np.asarray(t)[y == 1] >= info["alpha"])
+        assert np.all(np.asarray(t)[y == 0] <= 1 - info["alpha"]) and np.ptp(np.asarray(t)[y == 0]) > 0  # graded
+    stages = curriculum_stages(spec["stages"], stage_splits, ids, targets, steps_scale=0.002)
+    assert stages[1].replay_targets == targets[0] and stages[1].targets == targets[1]
+    assert [s.summary["soft_targets"] for s in stages] == ["distilled", "distilled"]
+    model = _tiny(tok, tokens)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    summary = train(model, stages, tokens.pad, TrainConfig(batch_size=16, progress=False), log=lambda m: None)
+    assert [s["steps"] for s in summary["stages"]] == [s.steps for s in stages]
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    no_teacher, none_info = distill_targets(None, ids, stage_splits, val, tokens, seed=0)
+    assert no_teacher == [None, None] and none_info is None
+    plain = curriculum_stages(spec["stages"], stage_splits, ids, no_teacher)
+    assert plain[1].replay_targets is None and "soft_targets" not in plain[0].summary
 
 
 def test_metrics_on_known_toy_case():
