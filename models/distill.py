@@ -63,8 +63,9 @@ class SlotTeacher:
     NaN (missing to the tree) for an id never seen in that slot.
     """
 
-    def __init__(self, seed: int = 0, grid: Sequence[dict[str, Any]] = TEACHER_GRID):
+    def __init__(self, seed: int = 0, grid: Sequence[dict[str, Any]] = TEACHER_GRID, threads: int = 1):
         self.seed = seed
+        self.threads = threads
         self.grid = tuple(grid)
         self.width = 0
         self.luts: np.ndarray | None = None  # [width, vocab + 1] code per (slot, id + 1)
@@ -97,7 +98,8 @@ class SlotTeacher:
             self.luts[j, seen] = np.arange(1, len(seen) + 1)
         x = self._codes(ids)
         self.clf, fit_info = gbt_baseline(x, np.asarray(labels), self._codes(val_ids), np.asarray(val_labels),
-                                          seed=self.seed, grid=self.grid, categorical=range(self.width))
+                                          seed=self.seed, grid=self.grid, categorical=range(self.width),
+                                          threads=self.threads)
         best = max(fit_info["grid"], key=lambda g: g["val_auprc"])
         self.info = {"model": "sklearn HistGradientBoostingClassifier on token slots (categorical, counted from the end)",
                      "slots": self.width, "rows": len(ids), "grid": fit_info["grid"],

@@ -192,7 +192,7 @@ class Baselines:
 
 def distill_targets(spec: Mapping[str, Any] | None, stage_ids: Sequence[Sequence[Sequence[int]]],
                     stage_splits: Sequence[Split], val: Split, tokens: TokenEncoder, seed: int,
-                    log: Log = _log) -> tuple[list[list[float] | None], dict[str, Any] | None]:
+                    log: Log = _log, threads: int = 1) -> tuple[list[list[float] | None], dict[str, Any] | None]:
     """Per-stage soft targets from a token-slot tree teacher (``models.distill``), or None per stage.
 
     ``spec`` is the recipe's ``distill`` entry, ``{"alpha": a}``: the target is
@@ -205,9 +205,9 @@ def distill_targets(spec: Mapping[str, Any] | None, stage_ids: Sequence[Sequence
     if not spec:
         return [None] * len(stage_ids), None
     alpha = float(spec["alpha"])
-    teacher = SlotTeacher(seed=seed).fit([r for ids in stage_ids for r in ids],
-                                         [y for s in stage_splits for y in s.labels],
-                                         ds.token_ids(val.texts, tokens), val.labels)
+    teacher = SlotTeacher(seed=seed, threads=threads).fit([r for ids in stage_ids for r in ids],
+                                                       [y for s in stage_splits for y in s.labels],
+                                                       ds.token_ids(val.texts, tokens), val.labels)
     targets = [soft_targets(s.labels, teacher.predict(ids), alpha).tolist() for s, ids in zip(stage_splits, stage_ids)]
     info = {**teacher.info, "alpha": alpha, "target": "alpha * label + (1 - alpha) * teacher probability"}
     log(f"teacher: token-slot tree, validation AUPRC {info['val_auprc']:.4f}, fitted in {info['fit_s']:.0f}s; alpha {alpha}")
@@ -382,15 +382,17 @@ def build(
         init = {"preset": preset, "init": "random"}
 
     stage_ids = [ds.token_ids(split.texts, tokens) for split in stage_splits]
-    stage_targets, distillation = distill_targets(recipe.get("distill"), stage_ids, stage_splits, val, tokens, seed, log)
+    stage_targets, distillation = distill_targets(recipe.get("distill"), stage_ids, stage_splits, val, tokens, seed, log,
+                                                  threads=threads)
     stages = curriculum_stages(recipe["stages"], stage_splits, stage_ids, stage_targets, steps_scale)
     cfg = TrainConfig(batch_size=recipe["batch_size"], seed=seed, threads=threads, progress=progress,
                       select_every=max(1, int(recipe.get("select_every", 500) * steps_scale)))
     select = selection_metric(val, tokens, recipe.get("select_negatives", 20_000), seed) if recipe.get("select") else None
     ckpt_dir = out / ".train"
-    summary = train(model, stages, tokens.pad, cfg, checkpoint_dir=ckpt_dir, resume=resume, log=log, select=select)
+    summary = train(clf.use_routed_experts(model), stages, tokens.pad, cfg, checkpoint_dir=ckpt_dir, resume=resume,
+                    log=log, select=select)
     log(f"training: {summary['wall_s']:.0f}s")
-    model = clf.merge_lora(model)
+    model = clf.merge_lora(clf.use_dense_experts(model))
 
     graphs, checks = export_and_check(model, out, tokens, test.texts, log=log)
 
@@ -444,7 +446,7 @@ def build(
         "architecture": {**clf.architecture(model), **init},
         "training": {
             "curriculum": summary["stages"], "selected_checkpoint": summary.get("selected"), "seed": seed, "threads": threads, "batch_size": cfg.batch_size,
-            "distillation": distillation,
+            "distillation": distillation, "experts_in_training": clf.ROUTED_EXPERTS,
             "train_wall_s": summary["wall_s"], "data_prep_s": round(t_data, 1),
             "build_wall_s": None, "command": command, "commit": git_commit(Path(__file__).resolve().parent.parent),
             "deterministic": "torch.use_deterministic_algorithms(True); batches are a function of (seed, stage, step)",

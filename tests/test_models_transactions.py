@@ -89,10 +89,23 @@ def test_dense_experts_equal_routed(corpus):
     m = _tiny(tok, tokens)
     ids, mask = tokens.encode(texts[:64])
     a = ex.torch_logits(m, ids, mask)
-    m.set_experts_implementation("eager")
+    clf.use_routed_experts(m)
     b = ex.torch_logits(m, ids, mask)
     clf.use_dense_experts(m)
     assert np.abs(a - b).max() < 1e-6
+
+    def grads() -> dict[str, torch.Tensor]:  # training runs routed, so the gradients must agree too
+        m.zero_grad()
+        out = m(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+        torch.nn.functional.cross_entropy(out, torch.arange(len(ids)) % 2).backward()
+        return {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+
+    g_dense = grads()
+    clf.use_routed_experts(m)
+    g_routed = grads()
+    clf.use_dense_experts(m)
+    assert g_dense.keys() == g_routed.keys() and any("experts" in k for k in g_dense)
+    assert all(torch.allclose(g_dense[k], g_routed[k], atol=1e-6) for k in g_dense)
 
 
 def test_export_parity_on_padded_batches(corpus, tmp_path):
