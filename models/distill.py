@@ -10,9 +10,11 @@ discovered from a few thousand positives.
 
 The teacher sees token ids, one categorical feature per slot counted from the
 end (an event's own words sit at fixed slots there, the summary of earlier
-events further back), and is fitted on the curriculum's training rows only;
-validation picks its grid point. It is a training aid: it is neither shipped
-nor used at scoring time, and the card's baselines are separate trees.
+events further back), and is fitted on the curriculum's training rows only
+(early stopping on 10% of them); the validation split picks among grid points
+when there are several and is scored for the card. It is a training aid: it is
+neither shipped nor used at scoring time, and the card's baselines are separate
+trees.
 
 >>> slot_matrix([[5, 6, 1], [6, 1]], width=4).tolist()
 [[1, 6, 5, -1], [1, 6, -1, -1]]
@@ -68,7 +70,7 @@ class SlotTeacher:
         self.threads = threads
         self.grid = tuple(grid)
         self.width = 0
-        self.luts: np.ndarray | None = None  # [width, vocab + 1] code per (slot, id + 1)
+        self.luts: np.ndarray | None = None  # [slot, id + 1] -> code; last column: unseen ids
         self.clf: Any = None
         self.info: dict[str, Any] = {}
 

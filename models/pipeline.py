@@ -197,7 +197,7 @@ def distill_targets(spec: Mapping[str, Any] | None, stage_ids: Sequence[Sequence
 
     ``spec`` is the recipe's ``distill`` entry, ``{"alpha": a}``: the target is
     ``a * label + (1 - a) * teacher``. The teacher is fitted once on all stages'
-    rows (grid point picked on validation), so every stage and its replay learn
+    rows (validation scores it for the card), so every stage and its replay learn
     from the same opinion.
     """
     from models.distill import SlotTeacher, soft_targets

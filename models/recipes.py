@@ -87,11 +87,11 @@ register("transaction", {
          "steps": 400, "lr": 5e-4, "pos_fraction": 0.2, "warmup": 40, "hard_fraction": 0.3,
          "replay_fraction": 0.5},
     ],
-    # Keep the target-stage weights with the best validation AUPRC (checked every 100 steps;
-    # with 1000 target steps the best was at step 250, so the steps went to stage one).
     # Soft targets from a tree on the model's own token slots (models/distill.py):
     # 0.2 * label + 0.8 * the tree's probability, for every stage and its replay.
     "distill": {"alpha": 0.2},
+    # Keep the target-stage weights with the best validation AUPRC (checked every 100 steps;
+    # with 1000 target steps the best was at step 250, so the steps went to stage one).
     "select": True,
     "select_every": 100,
     "select_negatives": 20_000,

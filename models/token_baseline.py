@@ -8,9 +8,10 @@ what the model sees: one categorical feature per word slot, counted from the
 end of the text (an event's own words have fixed slots there; the summary of
 earlier events, shorter for new accounts, fills the slots further back).
 
-It is a diagnosis, run on demand (``python -m models.token_baseline``), not a
-part of every build: it adds a few minutes, and the card's baseline stays the
-exact-number tree.
+It is a diagnosis, run on demand (``python -m models.token_baseline``): it
+scores the tree on the evaluation splits, which adds a few minutes, and the
+card's baseline stays the exact-number tree. The same tree, fitted on token
+ids, is the transactions build's distillation teacher (``models.distill``).
 
 >>> slots = TokenSlots(width=3).fit(["a b c", "b c"])
 >>> slots.transform(["a b c", "b c", "z c"]).tolist()
