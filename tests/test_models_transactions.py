@@ -228,7 +228,7 @@ def test_slot_teacher_learns_from_token_slots(corpus):
         SlotTeacher().fit([[i] for i in range(300)], [i % 2 for i in range(300)], [[1]], [1])
 
 
-def test_curriculum_trains_on_the_teachers_targets(corpus, tmp_path):
+def test_curriculum_trains_on_the_teachers_targets(corpus):
     """The build's distillation path: teacher on all stages' rows, soft targets per stage and in replay, trained."""
     from models import recipes
     from models.pipeline import Split, curriculum_stages, distill_targets
@@ -255,8 +255,11 @@ def test_curriculum_trains_on_the_teachers_targets(corpus, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     no_teacher, none_info = distill_targets(None, ids, stage_splits, val, tokens, seed=0)
     assert no_teacher == [None, None] and none_info is None
-    plain = curriculum_stages(spec["stages"], stage_splits, ids, no_teacher)
+    plain = curriculum_stages(spec["stages"], stage_splits, ids, no_teacher, steps_scale=0.002)
     assert plain[1].replay_targets is None and "soft_targets" not in plain[0].summary
+    hard = _tiny(tok, tokens)  # same seed, same batches: only the targets differ
+    train(hard, plain, tokens.pad, TrainConfig(batch_size=16, progress=False), log=lambda m: None)
+    assert any(not torch.equal(hard.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
 def test_metrics_on_known_toy_case():
