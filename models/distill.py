@@ -58,38 +58,23 @@ def soft_targets(labels: Sequence[int], teacher: Sequence[float], alpha: float) 
     return alpha * y + (1.0 - alpha) * p
 
 
-class SlotTeacher:
-    """HistGradientBoosting on token slots; ``fit`` then ``predict`` P(positive) for id rows.
+class SlotCodes:
+    """Token id -> category code per slot (counted from the end), fitted on training rows.
 
-    Codes per slot: 0 for an empty slot, 1.. for the ids seen there in training,
-    NaN (missing to the tree) for an id never seen in that slot.
+    Code 0 is an empty slot (a row shorter than ``width``), 1.. the ids seen in that
+    slot in ``fit`` (in id order), NaN (missing to the tree) an id never seen there.
+
+    >>> SlotCodes(width=2).fit([[7, 3], [3]]).transform([[7, 3], [3], [9, 3]]).tolist()
+    [[1.0, 1.0], [1.0, 0.0], [1.0, nan]]
     """
 
-    def __init__(self, seed: int = 0, grid: Sequence[dict[str, Any]] = TEACHER_GRID, threads: int = 1):
-        self.seed = seed
-        self.threads = threads
-        self.grid = tuple(grid)
-        self.width = 0
-        self.luts: np.ndarray | None = None  # [slot, id + 1] -> code; last column: unseen ids
-        self.clf: Any = None
-        self.info: dict[str, Any] = {}
+    def __init__(self, width: int):
+        self.width = width
+        self.luts: np.ndarray | None = None  # [slot, id + 1] -> code; the last column: unseen ids
 
-    def _codes(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        assert self.luts is not None
-        m = slot_matrix(ids, self.width) + 1  # empty slot -> column 0 of the lookup
-        m = np.minimum(m, self.luts.shape[1] - 1)  # ids beyond the training vocabulary: unseen
-        return self.luts[np.arange(self.width)[None, :], m]
-
-    def fit(self, ids: Sequence[Sequence[int]], labels: Sequence[int], val_ids: Sequence[Sequence[int]],
-            val_labels: Sequence[int]) -> "SlotTeacher":
-        from models.evaluate import gbt_baseline
-
-        t0 = time.perf_counter()
-        if not len(ids):
-            raise ValueError("the teacher needs training rows")
-        self.width = max(len(r) for r in ids)
-        m = slot_matrix(ids, self.width) + 1
-        vocab = int(m.max()) + 2  # one spare column: ids never seen anywhere in training
+    def fit(self, ids: Sequence[Sequence[int]]) -> "SlotCodes":
+        m = slot_matrix(ids, self.width) + 1  # an empty slot (-1) looks up column 0
+        vocab = (int(m.max()) if m.size else 0) + 2  # one spare column for ids never seen in training
         self.luts = np.full((self.width, vocab), np.nan)
         self.luts[:, 0] = 0.0
         for j in range(self.width):
@@ -98,17 +83,46 @@ class SlotTeacher:
                 raise ValueError(f"slot {j} (from the end) holds {len(seen)} distinct tokens; at most "
                                  f"{MAX_CATEGORIES - 1} fit a categorical tree feature")
             self.luts[j, seen] = np.arange(1, len(seen) + 1)
-        x = self._codes(ids)
-        self.clf, fit_info = gbt_baseline(x, np.asarray(labels), self._codes(val_ids), np.asarray(val_labels),
-                                          seed=self.seed, grid=self.grid, categorical=range(self.width),
+        return self
+
+    def transform(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        if self.luts is None:
+            raise RuntimeError("SlotCodes.transform before fit")
+        m = np.minimum(slot_matrix(ids, self.width) + 1, self.luts.shape[1] - 1)  # unknown ids: the spare column
+        return self.luts[np.arange(self.width)[None, :], m]
+
+
+class SlotTeacher:
+    """HistGradientBoosting on token slots (``SlotCodes``); ``fit`` then ``predict`` P(positive) for id rows."""
+
+    def __init__(self, seed: int = 0, grid: Sequence[dict[str, Any]] = TEACHER_GRID, threads: int = 1):
+        self.seed = seed
+        self.threads = threads
+        self.grid = tuple(grid)
+        self.slots: SlotCodes | None = None
+        self.clf: Any = None
+        self.info: dict[str, Any] = {}
+
+    def fit(self, ids: Sequence[Sequence[int]], labels: Sequence[int], val_ids: Sequence[Sequence[int]],
+            val_labels: Sequence[int]) -> "SlotTeacher":
+        from models.evaluate import gbt_baseline
+
+        t0 = time.perf_counter()
+        if not len(ids):
+            raise ValueError("the teacher needs training rows")
+        width = max(len(r) for r in ids)
+        self.slots = SlotCodes(width).fit(ids)
+        x = self.slots.transform(ids)
+        self.clf, fit_info = gbt_baseline(x, np.asarray(labels), self.slots.transform(val_ids), np.asarray(val_labels),
+                                          seed=self.seed, grid=self.grid, categorical=range(width),
                                           threads=self.threads)
         best = max(fit_info["grid"], key=lambda g: g["val_auprc"])
         self.info = {"model": "sklearn HistGradientBoostingClassifier on token slots (categorical, counted from the end)",
-                     "slots": self.width, "rows": len(ids), "grid": fit_info["grid"],
+                     "slots": width, "rows": len(ids), "grid": fit_info["grid"],
                      "val_auprc": round(float(best["val_auprc"]), 6), "fit_s": round(time.perf_counter() - t0, 1)}
         return self
 
     def predict(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
-        if self.clf is None:
+        if self.clf is None or self.slots is None:
             raise RuntimeError("SlotTeacher.predict before fit")
-        return self.clf.predict_proba(self._codes(ids))[:, 1]
+        return self.clf.predict_proba(self.slots.transform(ids))[:, 1]

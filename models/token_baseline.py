@@ -27,38 +27,40 @@ from typing import Any, Sequence
 
 import numpy as np
 
-MAX_CATEGORIES = 254  # HistGradientBoosting's categorical limit (255 bins, one kept for "missing")
+from models.distill import SlotCodes
 
 
 class TokenSlots:
-    """Word slot -> category code, per slot, fitted on training texts.
+    """Word slot -> category code, per slot, fitted on training texts: ``SlotCodes`` over words.
 
+    Words get ids in sorted order, so codes follow the words' order within a slot.
     Code 0 is an empty slot (a text shorter than ``width``); a word never seen in
     that slot during ``fit`` becomes NaN, which the tree treats as missing.
     """
 
     def __init__(self, width: int):
         self.width = width
-        self.codes: list[dict[str, int]] = []
+        self.vocab: dict[str, int] = {}
+        self.slots = SlotCodes(width)
+
+    def _ids(self, texts: Sequence[str]) -> list[list[int]]:
+        unseen = len(self.vocab)  # beyond every fitted id: missing in every slot
+        return [[self.vocab.get(w, unseen) for w in t.split()[-self.width:]] for t in texts]
 
     def fit(self, texts: Sequence[str]) -> "TokenSlots":
-        seen: list[set[str]] = [set() for _ in range(self.width)]
-        for t in texts:
-            for j, w in enumerate(reversed(t.split()[-self.width:])):
-                seen[j].add(w)
-        for j, words in enumerate(seen):
-            if len(words) >= MAX_CATEGORIES:
-                raise ValueError(f"slot {j} (from the end) has {len(words)} distinct words; at most "
-                                 f"{MAX_CATEGORIES - 1} fit a categorical tree feature")
-        self.codes = [{w: i + 1 for i, w in enumerate(sorted(words))} for words in seen]
+        words = sorted({w for t in texts for w in t.split()[-self.width:]})
+        self.vocab = {w: i for i, w in enumerate(words)}
+        self.slots.fit(self._ids(texts))
         return self
 
+    @property
+    def codes(self) -> list[dict[str, int]]:
+        """Per slot, each word seen there and its code."""
+        luts = self.slots.luts
+        return [{w: int(luts[j, i + 1]) for w, i in self.vocab.items() if luts[j, i + 1] > 0} for j in range(self.width)]
+
     def transform(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.width), dtype=np.float64)
-        for i, t in enumerate(texts):
-            for j, w in enumerate(reversed(t.split()[-self.width:])):
-                out[i, j] = self.codes[j].get(w, np.nan)
-        return out
+        return self.slots.transform(self._ids(texts))
 
 
 def fit_and_score(kind: str, splits: Sequence[str], workers: int | None = None) -> dict[str, Any]:

@@ -207,15 +207,15 @@ def test_slot_teacher_learns_from_token_slots(corpus):
     tree, _ = ev.gbt_baseline(words.transform(texts[:3000]), y[:3000], words.transform(texts[3000:]), y[3000:],
                               grid=ev.GBT_GRID[:1], categorical=range(28))
     assert np.allclose(p, ev.gbt_scores(tree, words.transform(texts[3000:])), atol=1e-9)
-    codes = teacher._codes(ids[3000:3200])
-    inverse = [{int(c): t - 1 for t, c in enumerate(lut) if c > 0} for lut in teacher.luts]
+    codes = teacher.slots.transform(ids[3000:3200])
+    inverse = [{int(c): t - 1 for t, c in enumerate(lut) if c > 0} for lut in teacher.slots.luts]
     for row, code_row in zip(ids[3000:3200], codes):
         for j, code in enumerate(code_row):
             if j >= len(row):
                 assert code == 0
             elif not np.isnan(code):
                 assert inverse[j][int(code)] == row[::-1][j]
-    unseen = teacher._codes([[10_000, ids[0][-1]]])  # an id beyond the vocabulary is missing, not a crash
+    unseen = teacher.slots.transform([[10_000, ids[0][-1]]])  # an id beyond the vocabulary is missing, not a crash
     assert np.isnan(unseen[0, 1]) and unseen[0, 0] > 0 and (unseen[0, 2:] == 0).all()
     assert slot_matrix([[]], 2).tolist() == [[-1, -1]]
     t = soft_targets(y[3000:], p, 0.25)
