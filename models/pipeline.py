@@ -163,13 +163,14 @@ class Baselines:
     its own alert threshold at the same validation FPR as the model.
     """
 
-    def __init__(self, encoding: Any, train_splits: Sequence[Split], val: Split, seed: int, alert_fpr: float):
+    def __init__(self, encoding: Any, train_splits: Sequence[Split], val: Split, seed: int, alert_fpr: float,
+                 threads: int = 1):
         from models import evaluate as ev
 
         t0 = time.perf_counter()
         x_tr = np.concatenate([s.x for s in train_splits])
         y_tr = np.concatenate([s.y for s in train_splits])
-        self.gbt, self.gbt_info = ev.gbt_baseline(x_tr, y_tr, val.x, val.y, seed=seed)
+        self.gbt, self.gbt_info = ev.gbt_baseline(x_tr, y_tr, val.x, val.y, seed=seed, threads=threads)
         self.gbt_thr = ev.choose_thresholds(val.labels, ev.gbt_scores(self.gbt, val.x), alert_fpr)["alert"]
         self.hst = ev.HSTBaseline(encoding.FEATURE_NAMES, train_splits[-1].x[:50_000], seed=seed)
         self.hst_thr = ev.choose_thresholds(val.labels, self.hst.score_stream(val.x), alert_fpr)["alert"]
@@ -386,7 +387,8 @@ def build(
                                                   threads=threads)
     stages = curriculum_stages(recipe["stages"], stage_splits, stage_ids, stage_targets, steps_scale)
     cfg = TrainConfig(batch_size=recipe["batch_size"], seed=seed, threads=threads, progress=progress,
-                      select_every=max(1, int(recipe.get("select_every", 500) * steps_scale)))
+                      select_every=max(1, int(recipe.get("select_every", 500) * steps_scale)),
+                      ema_decay=recipe.get("ema_decay", 0.0))
     select = selection_metric(val, tokens, recipe.get("select_negatives", 20_000), seed) if recipe.get("select") else None
     ckpt_dir = out / ".train"
     summary = train(clf.use_routed_experts(model), stages, tokens.pad, cfg, checkpoint_dir=ckpt_dir, resume=resume,
@@ -429,7 +431,7 @@ def build(
         checks[variant]["speed"] = perf[variant]
 
     if baselines:
-        base = Baselines(encoding, stage_splits, val, seed, recipe.get("alert_fpr", 1e-3))
+        base = Baselines(encoding, stage_splits, val, seed, recipe.get("alert_fpr", 1e-3), threads=threads)
         for split_name, split in named:
             metrics[split_name].update(base.evaluate(split))
             log(f"{split_name}: GBT AUPRC {metrics[split_name]['gbt']['auprc']:.4f} "
@@ -446,6 +448,7 @@ def build(
         "architecture": {**clf.architecture(model), **init},
         "training": {
             "curriculum": summary["stages"], "selected_checkpoint": summary.get("selected"), "seed": seed, "threads": threads, "batch_size": cfg.batch_size,
+            "weight_average_decay": cfg.ema_decay or None,
             "distillation": distillation, "experts_in_training": clf.ROUTED_EXPERTS,
             "train_wall_s": summary["wall_s"], "data_prep_s": round(t_data, 1),
             "build_wall_s": None, "command": command, "commit": git_commit(Path(__file__).resolve().parent.parent),
@@ -487,7 +490,8 @@ def evaluate_bundle(bundle_dir: str | Path, specs: Sequence[Mapping[str, Any]] |
         recipe = recipes.get(b.kind)
         train_splits = [prepare(st["data"], b.encoding, b.card) for st in recipe["stages"]]
         val = prepare(recipe["validation"], b.encoding, b.card)
-        base = Baselines(b.encoding, train_splits, val, recipe.get("seed", 0), recipe.get("alert_fpr", 1e-3))
+        base = Baselines(b.encoding, train_splits, val, recipe.get("seed", 0), recipe.get("alert_fpr", 1e-3),
+                         threads=threads)
         report.update(_round(base.evaluate(data)))
         report["baselines"] = _round(base.describe())
     return report

@@ -143,14 +143,16 @@ def test_lora_on_local_base_checkpoint(corpus, tmp_path):
     assert ex.check_parity(merged, path, ex.parity_batches(tokens, texts))["max_abs_logit_diff"] < 1e-4
 
 
-def test_training_resume_is_exact(corpus, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_training_resume_is_exact(corpus, tmp_path, ema_decay):
     texts, labels, _, tok, tokens = corpus
     ids = tokens.ids(texts)
 
     def stages():
         return [Stage("a", ids, labels, steps=8, lr=5e-3, warmup=2), Stage("b", ids, labels, steps=6, lr=1e-3, warmup=1)]
 
-    cfg = TrainConfig(batch_size=16, checkpoint_every=3, progress=False)
+    # With a weight average, the average must come back from the checkpoint too (training returns it).
+    cfg = TrainConfig(batch_size=16, checkpoint_every=3, progress=False, ema_decay=ema_decay)
     full = _tiny(tok, tokens)
     train(full, stages(), tokens.pad, cfg, log=lambda m: None)
 
@@ -169,6 +171,44 @@ def test_training_resume_is_exact(corpus, tmp_path):
     train(resumed, stages(), tokens.pad, cfg, checkpoint_dir=tmp_path / "ck", resume=tmp_path / "ck", log=lambda m: None)
     for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+def test_weight_average_is_exact_and_selection_weighs_it(corpus):
+    texts, labels, _, tok, tokens = corpus
+    ids = tokens.ids(texts)
+    one = [Stage("a", ids, labels, steps=1, lr=5e-3, warmup=1)]
+    init = _tiny(tok, tokens).state_dict()
+    plain = _tiny(tok, tokens)
+    train(plain, one, tokens.pad, TrainConfig(batch_size=16, progress=False), log=lambda m: None)
+    averaged = _tiny(tok, tokens)
+    train(averaged, one, tokens.pad, TrainConfig(batch_size=16, progress=False, ema_decay=0.75), log=lambda m: None)
+    moved = 0
+    for name, p in averaged.named_parameters():  # one step: 0.75 * initial + 0.25 * trained
+        want = 0.75 * init[name] + 0.25 * plain.state_dict()[name]
+        assert torch.allclose(p.detach(), want, atol=1e-6), name
+        moved += int(not torch.equal(plain.state_dict()[name], init[name]))
+    assert moved > 0
+
+    # Selection scores live and averaged weights at each check and keeps the best of all of them.
+    probe = ids[:64]
+
+    def select(model):
+        a, m = tokens.pad(probe)
+        return float(model(input_ids=torch.from_numpy(a), attention_mask=torch.from_numpy(m)).logits[:, 1].mean())
+
+    lines: list[str] = []
+    model = _tiny(tok, tokens)
+    summary = train(model, [Stage("a", ids, labels, steps=12, lr=5e-3, warmup=2)], tokens.pad,
+                    TrainConfig(batch_size=16, progress=False, ema_decay=0.8, select_every=4), log=lines.append,
+                    select=select)
+    checks = [ln for ln in lines if "selection metric live" in ln]
+    assert len(checks) == 3 and all(", ema " in ln for ln in checks)
+    values = [float(v) for ln in checks for v in ln.replace(",", "").split()[-3::2]]
+    assert len(values) == 6
+    model.eval()
+    with torch.no_grad():
+        assert select(model) == pytest.approx(max(values), abs=1e-5)
+    assert summary["selected"]["weights"] in ("live", "ema")
 
 
 def test_token_slot_tree_sees_the_models_words(corpus):
