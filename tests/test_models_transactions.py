@@ -325,6 +325,34 @@ def test_baselines_run_on_features(corpus):
     assert len(hst.score_stream(x[3000:3200])) == 200
 
 
+def test_background_baselines_equal_in_process(corpus):
+    """The build fits the baselines in a spawned child while it scores the model: same numbers as in-process."""
+    from models.pipeline import BackgroundBaselines, Split, baselines_report
+
+    texts, labels, vectors, _, _ = corpus
+    typ = ["card_testing" if y else None for y in labels]
+
+    def split(lo, hi):
+        return Split(texts=texts[lo:hi], labels=labels[lo:hi], vectors=vectors[lo:hi], typologies=typ[lo:hi],
+                     sources=[f"rows {lo}-{hi}"])
+
+    train_splits, val, named = [split(0, 1500), split(1500, 2500)], split(2500, 3200), [("test", split(3200, 4000))]
+    here = baselines_report("transaction", train_splits, val, named, seed=3, alert_fpr=1e-2)
+    there = BackgroundBaselines("transaction", train_splits, val, named, seed=3, alert_fpr=1e-2).result()
+    assert there[0] == here[0]
+
+    def untimed(d):  # wall times differ, nothing else may
+        if isinstance(d, dict):
+            return {k: untimed(v) for k, v in d.items() if k != "fit_s"}
+        return [untimed(v) for v in d] if isinstance(d, list) else d
+
+    assert untimed(there[1]) == untimed(here[1])
+    test = here[0]["test"]
+    assert set(test) == {"gbt", "gbt_per_typology", "hst"} and test["gbt"]["rows"] == 800
+    assert test["gbt"]["auprc"] > 2 * np.mean(labels[3200:4000])  # far above chance on a tiny training set
+    assert test["gbt_per_typology"]["card_testing"]["events"] == sum(labels[3200:4000])
+
+
 # -- the shipped bundle ------------------------------------------------------------
 
 def test_shipped_bundle_loads_with_contract_card():
