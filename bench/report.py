@@ -102,12 +102,21 @@ def scaling_md(doc: dict[str, Any]) -> str:
          "machine cores busy (all tenants)", "worker CPU-ms/event"], rows)])
 
 
+def buckets_md(doc: dict[str, Any]) -> str:
+    rows = [[r["batch"], f"{r['width_card']} / {r['width_against']}", fmt_range(r["card_events_per_s"]),
+             fmt_range(r["against_events_per_s"]), f"{r['ratio']['median']:.3f}", f"{r['max_abs_logit_diff']:.1e}"]
+            for r in doc["results"]]
+    return "\n".join([_source(doc), "", markdown_table(
+        ["batch", "padded width", "events/s, card buckets", f"events/s, {doc['against']}", "paired ratio", "max abs logit diff"],
+        rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name in ("model", "batcher", "batcher_threads", "scaling", "scaling_noop"):
+    for name in ("model", "buckets", "batcher", "batcher_threads", "scaling", "scaling_noop"):
         ap.add_argument("--" + name.replace("_", "-"), type=Path)
     args = ap.parse_args(argv)
-    sections = [("model", "model", model_md), ("batcher", "batcher", batcher_md), ("batcher_threads", "batcher_threads", threads_md),
+    sections = [("model", "model", model_md), ("buckets", "buckets", buckets_md), ("batcher", "batcher", batcher_md), ("batcher_threads", "batcher_threads", threads_md),
                 ("scaling", "scaling", scaling_md), ("scaling_noop", "scaling-noop", scaling_md)]
     for attr, name, fn in sections:
         doc = _load(getattr(args, attr), name)
