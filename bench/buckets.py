@@ -17,19 +17,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from bench.common import bundle_info, fmt_range, print_table, resolve_bundle, spread, stream_texts, timed_rate, write_result
-
-
-def _rate(sess: Any, ids: np.ndarray, mask: np.ndarray, seconds: float) -> float:
-    from models.export import run_logits
-
-    run_logits(sess, ids, mask)
-    rate, _, _ = timed_rate(lambda i: (run_logits(sess, ids, mask), len(ids))[1], seconds)
-    return rate
+from bench.common import bundle_info, fmt_range, print_table, resolve_bundle, spread, stream_texts, write_result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.seconds = 2, 0.2
 
-    from models.export import session
+    from models.export import run_logits, session, throughput
     from streamer.bundle import load_bundle
     from streamer.tokens import TokenEncoder
 
@@ -62,18 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         chunk = texts[:batch]
         a = mine.encode(chunk)
         b = other.encode(chunk)
-        from models.export import run_logits
-
         diff = float(np.abs(run_logits(sess, *a) - run_logits(sess, *b)).max())
         ra, rb, ratios = [], [], []
         for r in range(args.rounds):
-            first, second = (a, b) if r % 2 == 0 else (b, a)
-            x = _rate(sess, *first, args.seconds)
-            y = _rate(sess, *second, args.seconds)
-            va, vb = (x, y) if r % 2 == 0 else (y, x)
-            ra.append(va)
-            rb.append(vb)
-            ratios.append(va / vb)
+            order = (mine, other) if r % 2 == 0 else (other, mine)
+            rate = {id(enc): throughput(bundle.model_path, enc, chunk, batch=batch, seconds=args.seconds)
+                    for enc in order}
+            ra.append(rate[id(mine)])
+            rb.append(rate[id(other)])
+            ratios.append(ra[-1] / rb[-1])
         res = {"batch": batch, "width_card": int(a[0].shape[1]), "width_against": int(b[0].shape[1]),
                "card_events_per_s": spread(ra), "against_events_per_s": spread(rb), "ratio": spread(ratios),
                "max_abs_logit_diff": diff}
