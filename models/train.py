@@ -295,21 +295,20 @@ def train(
         def consider(step: int) -> None:
             nonlocal best
             model.eval()
+            def snapshot() -> dict[str, torch.Tensor]:
+                return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
             with torch.no_grad():
-                # The live state_dict shares storage with the parameters: it holds the live
-                # weights again once ``applied`` has restored them, before it is cloned below.
-                candidates = [("live", float(select(model)), model.state_dict())]
+                candidates = [("live", float(select(model)), snapshot())]
                 if ema is not None:
                     with ema.applied():
-                        candidates.append(("ema", float(select(model)),
-                                           {k: v.detach().clone() for k, v in model.state_dict().items()}))
+                        candidates.append(("ema", float(select(model)), snapshot()))
             model.train()
             log(f"stage {stage.name!r} step {step + 1}: selection metric "
                 + ", ".join(f"{name} {value:.5f}" for name, value, _ in candidates))
             for name, value, weights in candidates:
                 if best is None or value > best["value"]:
-                    best = {"value": value, "stage": stage.name, "step": step + 1, "weights": name,
-                            "state": {k: v.detach().clone() for k, v in weights.items()}}
+                    best = {"value": value, "stage": stage.name, "step": step + 1, "weights": name, "state": weights}
         opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=config.weight_decay)
         first = start_step if stage_no == start_stage else 0
         if first >= stage.steps:  # checkpoint written at the end of this stage
