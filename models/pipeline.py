@@ -532,8 +532,8 @@ def evaluate_bundle(bundle_dir: str | Path, specs: Sequence[Mapping[str, Any]] |
         recipe = recipes.get(b.kind)
         train_splits = [prepare(st["data"], b.encoding, b.card) for st in recipe["stages"]]
         val = prepare(recipe["validation"], b.encoding, b.card)
-        base = Baselines(b.encoding, train_splits, val, recipe.get("seed", 0), recipe.get("alert_fpr", 1e-3),
-                         threads=threads)
-        report.update(_round(base.evaluate(data)))
-        report["baselines"] = _round(base.describe())
+        reports, described = baselines_report(b.kind, train_splits, val, [(split, data)], recipe.get("seed", 0),
+                                              recipe.get("alert_fpr", 1e-3), threads=threads)
+        report.update(_round(reports[split]))
+        report["baselines"] = _round(described)
     return report
