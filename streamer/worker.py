@@ -166,22 +166,36 @@ class Worker:
         self._stop = asyncio.Event()
         watcher = asyncio.create_task(reload.watch(self, self.s.reload_watch_s)) if self.s.reload_watch_s > 0 else None
         backoff = 1.0
-        while not self._stop.is_set():
-            try:
-                await self._run_guarded()
-                backoff = 1.0
-            except (KafkaError, DeliveryFailed, OSError, asyncio.TimeoutError, TimeoutError) as exc:
-                self.metrics.reconnects.inc()
-                self._state = f"reconnecting after {type(exc).__name__}: {exc}"[:200]
-                self._set_health()
-                log.warning("pipeline restarting in %.0fs: %s", backoff, self._state)
-                with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                backoff = min(backoff * 2, 15.0)
-        if watcher is not None:
-            watcher.cancel()
+        try:
+            while not self._stop.is_set():
+                try:
+                    try:
+                        await self._run_guarded()
+                    except asyncio.CancelledError:
+                        task = asyncio.current_task()
+                        if task is None or task.cancelling():
+                            raise
+                        # nobody cancelled run(): a library let a cancellation of its own task escape
+                        raise DeliveryFailed("the pipeline ended with a stray CancelledError; restarting the Kafka clients") from None
+                    backoff = 1.0
+                except (KafkaError, DeliveryFailed, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+                    self.metrics.reconnects.inc()
+                    self._state = f"reconnecting after {type(exc).__name__}: {exc}"[:200]
+                    self._set_health()
+                    log.warning("pipeline restarting in %.0fs: %s", backoff, self._state)
+                    with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), backoff)
+                    backoff = min(backoff * 2, 15.0)
+        except BaseException as exc:
+            # /healthz must not keep reporting the last running pipeline of a worker that has ended
+            self._state = f"ended by {type(exc).__name__}: {exc}"[:200]
+            self._set_health()
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            self._executor.shutdown(wait=False)
         self._state = "stopped"
-        self._executor.shutdown(wait=False)
 
     async def _run_guarded(self) -> None:
         """``_run_once`` under a watchdog: a pipeline that has made no broker round trip for a long time
@@ -247,10 +261,8 @@ class Worker:
                 raise failure
         finally:
             self._state = "stopping" if self._stop.is_set() else self._state
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.consumer.stop(), 10)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.producer.stop(), 10)
+            await stop_client(self.consumer, 10)
+            await stop_client(self.producer, 10)
             self._set_health()
 
     async def _ensure_changelogs(self) -> None:
@@ -570,8 +582,35 @@ async def restore_windows(kafka_kwargs: dict[str, Any], topic: str, partitions: 
                     log.warning("changelog %s[%d]: nothing to read at offset %d although the broker reports end %d; restored what was there", topic, tp.partition, position, ends[tp])
                     todo.discard(tp)
     finally:
-        await consumer.stop()
+        await stop_client(consumer, 10)
     return n
+
+
+async def stop_client(client: Any, timeout: float) -> None:
+    """Stop an aiokafka consumer or producer within ``timeout``; never raises unless this task is being cancelled.
+
+    Why: stopping a client is cleanup on the way to a restart, and a failure there must not
+    end the worker. aiokafka's fetcher ``close()`` cancels its pending fetch tasks and awaits
+    them without catching the cancellation (aio-libs/aiokafka#647), so a consumer stopped while
+    a fetch sits in its retry back-off (after a request timed out on a frozen broker) raises
+    ``CancelledError`` into the caller although nobody cancelled the caller. Propagated, that
+    ended ``Worker.run`` as if it had been cancelled: no restart, /healthz at 503 for good.
+    The close is left half done then, so the client's connections are closed here.
+    """
+    name = type(client).__name__
+    try:
+        await asyncio.wait_for(client.stop(), timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise  # a real cancellation of this task
+        log.warning("%s.stop() raised a stray CancelledError (a pending fetch was cancelled); closing its connections", name)
+        inner = getattr(client, "_client", None)
+        if inner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(inner.close(), timeout)
+    except Exception as exc:  # noqa: BLE001 - cleanup: the restart that follows reconnects anyway
+        log.warning("%s did not stop cleanly: %r", name, exc)
 
 
 def membership(consumer: AIOKafkaConsumer) -> tuple[int, str] | None:

@@ -8,6 +8,7 @@ its own broker: freezing or restarting the session broker would break other test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 
@@ -277,3 +278,84 @@ async def fetch_until(cond, timeout: float, what: str, consumer, into: list) -> 
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (got {len(into)})")
         for msgs in (await consumer.getmany(timeout_ms=500)).values():
             into.extend(m.value for m in msgs)
+
+
+def _leak_a_cancellation_on_stop(consumer) -> asyncio.Task:
+    """Put ``consumer`` in the state a frozen broker left it in: a fetch task in its retry back-off.
+
+    aiokafka's fetcher ``close()`` cancels and awaits such tasks without catching the
+    cancellation (aio-libs/aiokafka#647), so ``consumer.stop()`` then raises ``CancelledError``
+    into its caller. That is what, once in a few runs of the frozen-broker test above, ended
+    the worker for good after the broker came back (/healthz stuck at 503).
+    """
+    backoff = asyncio.create_task(asyncio.sleep(3600), name="fetch-in-retry-backoff")
+    consumer._fetcher._pending_tasks.add(backoff)  # noqa: SLF001 - the library's own state, as it was seen
+    return backoff
+
+
+def test_stop_client_absorbs_a_stray_cancellation_but_not_a_real_one(broker, topics):
+    from aiokafka import AIOKafkaConsumer
+
+    from streamer.worker import stop_client
+
+    async def started():
+        c = AIOKafkaConsumer(topics["transactions"], bootstrap_servers=broker.bootstrap, group_id=None)
+        await c.start()
+        return c
+
+    async def main():
+        await create(broker, topics)
+        c = await started()
+        leak = _leak_a_cancellation_on_stop(c)
+        await stop_client(c, 5)  # must return: nobody cancelled this task
+        stray = leak.cancelled() and asyncio.current_task().cancelling() == 0
+        conns_left = sum(conn.connected() for conn in c._client._conns.values())  # noqa: SLF001 - closed by the fallback
+
+        c2 = await started()
+        _leak_a_cancellation_on_stop(c2)
+        closing = asyncio.create_task(stop_client(c2, 5))
+        await asyncio.sleep(0)
+        closing.cancel()  # a real cancellation of the caller still cancels it
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await stop_client(c2, 5)
+        return stray, conns_left
+
+    stray, conns_left = asyncio.run(main())
+    assert stray, "the injected back-off task was not cancelled by the consumer's stop"
+    assert conns_left == 0, f"{conns_left} broker connections left open after a stop that raised"
+
+
+def test_stray_cancellation_while_restarting_restarts_instead_of_ending_the_worker(own_broker, topics, tiny_tx_bundle):
+    broker = own_broker
+    evs = events("transaction", 1200, seed=79, n_accounts=100)
+    first, second = evs[:600], evs[600:]
+
+    async def main():
+        await create(broker, topics)
+        worker = Worker(_settings(broker, topics, tiny_tx_bundle))
+        server = MetricsServer(worker.metrics, worker.health, "127.0.0.1", 0).start()
+        task = asyncio.create_task(worker.run())
+        try:
+            async with Collector(broker.bootstrap, [topics["scores"]]) as out:
+                ids = lambda: {r["event_id"] for r in out.records[topics["scores"]]}  # noqa: E731
+                await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in first])
+                await wait_until(lambda: len(ids()) >= len(first), 60, "the first events to be scored")
+                _leak_a_cancellation_on_stop(worker.consumer)
+                # an unacknowledged output: the next checkpoint restarts the pipeline, stopping that consumer
+                worker._delivery_error = RuntimeError("injected: an output was not acknowledged")  # noqa: SLF001
+                await wait_until(lambda: worker.metrics.reconnects._value.get() >= 1 or task.done(), 30, "the pipeline to restart")
+                assert not task.done(), f"the worker ended: {task.exception() if not task.cancelled() else 'cancelled'}"
+                await _poll_health(server.port, 200, 60, "the restarted pipeline")
+                await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in second])
+                await wait_until(lambda: len(ids()) >= len(evs), 60, "every event to be scored after the restart")
+                return ids(), worker.metrics.reconnects._value.get()
+        finally:
+            worker.stop()
+            with contextlib.suppress(asyncio.CancelledError):  # the old failure: the worker's task ended cancelled
+                await task
+            server.stop()
+
+    got, reconnects = asyncio.run(main())
+    assert got == {e["event_id"] for e in evs}
+    assert reconnects >= 1
