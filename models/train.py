@@ -11,9 +11,13 @@ Why this shape:
   target false-positive rate, which is what the worker alerts on.
 - *Hard negatives*: false alarms at 0.1% FPR come from rare legitimate behaviour
   (trips, new phones, sprees), which uniform sampling almost never shows the
-  model. A share of each batch's negatives comes from the rows whose words are
-  rarest (highest total surprisal under the stage's own word frequencies): a
-  kind-agnostic proxy for "unusual", with no labels or model in the loop.
+  model. A share of each batch's negatives comes from a pool of hard ones:
+  by default the rows whose words are rarest (highest total surprisal under the
+  stage's own word frequencies), a kind-agnostic proxy for "unusual" with no
+  labels or model in the loop; with soft targets, ``hard_by="targets"`` takes
+  the negatives the targets rank highest instead (a teacher's fraud
+  look-alikes), so the few hundred negatives that decide the top of the
+  ranking are seen many times rather than about once.
 - *Replay*: a later stage with few labels mixes in rows of the earlier stages so
   that it adapts instead of memorising its handful of positives.
 - *Selection*: with a ``select`` callback (validation AUPRC), the weights with the
@@ -58,8 +62,9 @@ class Stage:
     pos_fraction: float = 0.2
     warmup: int = 100
     summary: dict[str, Any] = field(default_factory=dict)
-    hard_fraction: float = 0.0  # share of negatives drawn from the rarest-words rows
-    hard_quantile: float = 0.9  # rows at or above this surprisal quantile form the hard pool
+    hard_fraction: float = 0.0  # share of negatives drawn from the hard pool
+    hard_quantile: float = 0.9  # negatives at or above this quantile of hardness form the hard pool
+    hard_by: str = "surprisal"  # hardness: "surprisal" (rarest words) or "targets" (highest soft target)
     replay_ids: list[list[int]] = field(default_factory=list)  # rows of earlier stages
     replay_labels: list[int] = field(default_factory=list)
     replay_fraction: float = 0.0  # share of each batch drawn from the replay rows
@@ -70,6 +75,7 @@ class Stage:
         pos = int(sum(self.labels))
         return {"name": self.name, "rows": len(self.labels), "positives": pos, "steps": self.steps, "lr": self.lr,
                 "pos_fraction": self.pos_fraction, "warmup": self.warmup, "hard_fraction": self.hard_fraction,
+                **({"hard_by": self.hard_by, "hard_quantile": self.hard_quantile} if self.hard_fraction else {}),
                 "replay_fraction": self.replay_fraction if self.replay_labels else 0.0,
                 "replay_rows": len(self.replay_labels), **self.summary}
 
@@ -149,8 +155,19 @@ class _Pools:
         self.rep_neg = np.flatnonzero(rep & (self.labels == 0))
         self.hard = np.empty(0, dtype=np.int64)
         if stage.hard_fraction > 0 and len(self.cur_neg):
-            s = surprisal([self.ids[i] for i in self.cur_neg])
+            s = self._hardness(stage)
             self.hard = self.cur_neg[s >= np.quantile(s, stage.hard_quantile)]
+
+    def _hardness(self, stage: Stage) -> np.ndarray:
+        """How hard each current negative is, by the stage's ``hard_by``."""
+        if stage.hard_by == "surprisal":
+            return surprisal([self.ids[i] for i in self.cur_neg])
+        if stage.hard_by == "targets":
+            if stage.targets is None:
+                raise ValueError(f"stage {stage.name!r}: hard_by='targets' needs soft targets for its rows "
+                                 "(a recipe with a distillation teacher)")
+            return self.targets[self.cur_neg]
+        raise ValueError(f"stage {stage.name!r}: hard_by must be 'surprisal' or 'targets', got {stage.hard_by!r}")
 
 
 def _draw(rng: np.random.Generator, pos: np.ndarray, neg: np.ndarray, hard: np.ndarray, n: int, pos_fraction: float,

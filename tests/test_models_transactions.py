@@ -302,6 +302,35 @@ def test_curriculum_trains_on_the_teachers_targets(corpus):
     assert any(not torch.equal(hard.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
+def test_hard_negatives_by_targets_are_the_teachers_lookalikes(corpus):
+    """``hard_by="targets"``: the hard pool is the negatives with the highest soft targets, and batches draw from it."""
+    from models.train import _batch_indices, _Pools
+
+    texts, labels, _, tok, tokens = corpus
+    ids = ds.token_ids(texts[:2000], tokens)
+    y = np.asarray(labels[:2000])
+    rng = np.random.default_rng(3)
+    targets = np.where(y == 1, 0.9, rng.uniform(0.0, 0.3, len(y)))  # a teacher's graded opinion of each row
+    stage = Stage(name="s", ids=ids, labels=y.tolist(), steps=5, lr=1e-3, hard_fraction=0.5, hard_quantile=0.95,
+                  hard_by="targets", targets=targets.tolist())
+    pools = _Pools(stage)
+    neg = np.flatnonzero(y == 0)
+    want = neg[targets[neg] >= np.quantile(targets[neg], 0.95)]
+    assert np.array_equal(np.sort(pools.hard), want) and 0 < len(want) <= 0.06 * len(neg)
+    assert targets[want].min() > np.median(targets[neg])
+    by_rarity = _Pools(Stage(name="s", ids=ids, labels=y.tolist(), steps=5, lr=1e-3, hard_fraction=0.5,
+                             hard_quantile=0.95, targets=targets.tolist()))
+    assert not np.array_equal(np.sort(by_rarity.hard), want)  # the default pool is the rarest words, not the teacher's
+    batch = _batch_indices(stage, pools, seed=0, stage_no=0, step=0, batch_size=200)
+    n_neg = int((y[batch] == 0).sum())
+    assert np.isin(batch, want).sum() >= n_neg // 2  # half the negatives come from the pool
+    assert stage.describe()["hard_by"] == "targets" and stage.describe()["hard_quantile"] == 0.95
+    with pytest.raises(ValueError, match="needs soft targets"):
+        _Pools(Stage(name="s", ids=ids, labels=y.tolist(), steps=5, lr=1e-3, hard_fraction=0.5, hard_by="targets"))
+    with pytest.raises(ValueError, match="hard_by must be"):
+        _Pools(Stage(name="s", ids=ids, labels=y.tolist(), steps=5, lr=1e-3, hard_fraction=0.5, hard_by="loss"))
+
+
 def test_metrics_on_known_toy_case():
     y = [0] * 1000 + [1] * 10
     s = [i / 1000 for i in range(1000)] + [0.9995] * 8 + [0.5, 0.1]
