@@ -297,6 +297,12 @@ def test_curriculum_trains_on_the_teachers_targets(corpus):
     assert no_teacher == [None, None] and none_info is None
     plain = curriculum_stages(spec["stages"], stage_splits, ids, no_teacher, steps_scale=0.002)
     assert plain[1].replay_targets is None and "soft_targets" not in plain[0].summary
+    assert [s.hard_by for s in stages] == [st.get("hard_by", "surprisal") for st in spec["stages"]]
+    if any(s.hard_by == "targets" for s in plain):  # the recipe's hard pool needs the teacher it no longer has
+        with pytest.raises(ValueError, match="needs soft targets"):
+            train(_tiny(tok, tokens), plain, tokens.pad, TrainConfig(batch_size=16, progress=False), log=lambda m: None)
+        for s in plain:
+            s.hard_by = "surprisal"
     hard = _tiny(tok, tokens)  # same seed, same batches: only the targets differ
     train(hard, plain, tokens.pad, TrainConfig(batch_size=16, progress=False), log=lambda m: None)
     assert any(not torch.equal(hard.state_dict()[k], v) for k, v in model.state_dict().items())
