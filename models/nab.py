@@ -225,9 +225,23 @@ class Sweep:
     n_windows: int
 
     def best(self) -> tuple[float, float]:
-        """(threshold, score) with the highest score; ties go to the higher threshold."""
+        """(threshold, score) with the highest score; ties go to the higher threshold.
+
+        The threshold is the midpoint of the gap between the winning distinct score and the
+        next lower one, not the winning score itself: both select the same rows, but a
+        threshold equal to some row's score decides that row by an exact float equality,
+        which another onnxruntime or numpy build can flip (a reading 6e-8 below the
+        recorded NAB threshold, seen after a package update, lost a window's detection).
+
+        >>> Sweep([math.inf, 0.9, 0.5], [-1.0, 0.5, 0.2], 1).best()
+        (0.7, 0.5)
+        """
         i = max(range(len(self.scores)), key=lambda j: (self.scores[j], self.thresholds[j]))
-        return self.thresholds[i], self.scores[i]
+        t = self.thresholds[i]
+        if math.isinf(t):
+            return t, self.scores[i]
+        lower = self.thresholds[i + 1] if i + 1 < len(self.thresholds) else t - max(abs(t), 1.0)
+        return (t + lower) / 2.0, self.scores[i]
 
     def at(self, threshold: float) -> float:
         """Score when rows with ``score >= threshold`` are detections."""
