@@ -40,6 +40,22 @@ def _settings(broker, topics, bundle):
     )
 
 
+@contextlib.asynccontextmanager
+async def _worker_with_health(broker, topics, bundle):
+    """A worker on ``broker`` with its /healthz served: (worker, server, run task); stopped and awaited on exit."""
+    await create(broker, topics)
+    worker = Worker(_settings(broker, topics, bundle))
+    server = MetricsServer(worker.metrics, worker.health, "127.0.0.1", 0).start()
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker, server, task
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):  # a worker that ended cancelled fails the test's own checks
+            await task
+        server.stop()
+
+
 async def _healthz(port: int) -> tuple[int, str]:
     return await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz", 1.0)
 
@@ -62,12 +78,8 @@ def test_frozen_broker_unhealthy_then_recovers_and_scores_everything(own_broker,
     before, during, after = evs[:1000], evs[1000:2000], evs[2000:]
 
     async def main():
-        await create(broker, topics)
-        worker = Worker(_settings(broker, topics, tiny_tx_bundle))
-        server = MetricsServer(worker.metrics, worker.health, "127.0.0.1", 0).start()
-        task = asyncio.create_task(worker.run())
         figures = {}
-        try:
+        async with _worker_with_health(broker, topics, tiny_tx_bundle) as (worker, server, _):
             async with Collector(broker.bootstrap, [topics["scores"]]) as out:
                 ids = lambda: {r["event_id"] for r in out.records[topics["scores"]]}  # noqa: E731
                 await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in before])
@@ -92,10 +104,6 @@ def test_frozen_broker_unhealthy_then_recovers_and_scores_everything(own_broker,
                 figures["all_scored_s"] = time.monotonic() - resumed
                 figures["reconnects"] = worker.metrics.reconnects._value.get()
                 return ids(), figures
-        finally:
-            worker.stop()
-            await task
-            server.stop()
 
     got, figures = asyncio.run(main())
     assert got == {e["event_id"] for e in evs}
@@ -110,12 +118,8 @@ def test_restarted_broker_with_data_gone_worker_reconnects_and_scores_new_events
     first, second = evs[:1000], evs[1000:]
 
     async def main():
-        await create(broker, topics)
-        worker = Worker(_settings(broker, topics, tiny_tx_bundle))
-        server = MetricsServer(worker.metrics, worker.health, "127.0.0.1", 0).start()
-        task = asyncio.create_task(worker.run())
         figures = {}
-        try:
+        async with _worker_with_health(broker, topics, tiny_tx_bundle) as (worker, server, _):
             async with Collector(broker.bootstrap, [topics["scores"]]) as out:
                 await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in first])
                 await wait_until(lambda: len({r["event_id"] for r in out.records[topics["scores"]]}) >= len(first), 60, "the first events to be scored")
@@ -142,10 +146,6 @@ def test_restarted_broker_with_data_gone_worker_reconnects_and_scores_new_events
             figures["saw_503"] = 503 in seen
             figures["reconnects"] = worker.metrics.reconnects._value.get()
             return new_ids, figures
-        finally:
-            worker.stop()
-            await task
-            server.stop()
 
     new_ids, figures = asyncio.run(main())
     assert set(new_ids) == {e["event_id"] for e in second}
@@ -332,11 +332,7 @@ def test_stray_cancellation_while_restarting_restarts_instead_of_ending_the_work
     first, second = evs[:600], evs[600:]
 
     async def main():
-        await create(broker, topics)
-        worker = Worker(_settings(broker, topics, tiny_tx_bundle))
-        server = MetricsServer(worker.metrics, worker.health, "127.0.0.1", 0).start()
-        task = asyncio.create_task(worker.run())
-        try:
+        async with _worker_with_health(broker, topics, tiny_tx_bundle) as (worker, server, task):
             async with Collector(broker.bootstrap, [topics["scores"]]) as out:
                 ids = lambda: {r["event_id"] for r in out.records[topics["scores"]]}  # noqa: E731
                 await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in first])
@@ -350,11 +346,6 @@ def test_stray_cancellation_while_restarting_restarts_instead_of_ending_the_work
                 await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in second])
                 await wait_until(lambda: len(ids()) >= len(evs), 60, "every event to be scored after the restart")
                 return ids(), worker.metrics.reconnects._value.get()
-        finally:
-            worker.stop()
-            with contextlib.suppress(asyncio.CancelledError):  # the old failure: the worker's task ended cancelled
-                await task
-            server.stop()
 
     got, reconnects = asyncio.run(main())
     assert got == {e["event_id"] for e in evs}
