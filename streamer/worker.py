@@ -169,14 +169,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
-                    try:
-                        await self._run_guarded()
-                    except asyncio.CancelledError:
-                        task = asyncio.current_task()
-                        if task is None or task.cancelling():
-                            raise
-                        # nobody cancelled run(): a library let a cancellation of its own task escape
-                        raise DeliveryFailed("the pipeline ended with a stray CancelledError; restarting the Kafka clients") from None
+                    await self._run_guarded()
                     backoff = 1.0
                 except (KafkaError, DeliveryFailed, OSError, asyncio.TimeoutError, TimeoutError) as exc:
                     self.metrics.reconnects.inc()
@@ -209,6 +202,10 @@ class Worker:
                 inner.cancel()
                 await asyncio.wait([inner], timeout=30.0)  # its finally stops the clients (bounded)
                 raise DeliveryFailed(f"no broker round trip for {limit:.0f}s; restarting the Kafka clients")
+        if inner.cancelled():
+            # Nothing here cancelled it: the watchdog raised above, and a cancellation of this task
+            # raises out of the wait. A client library let a cancellation of its own escape.
+            raise DeliveryFailed("the pipeline ended cancelled although nothing cancelled it; restarting the Kafka clients")
         inner.result()
 
     def _kafka_kwargs(self) -> dict[str, Any]:
