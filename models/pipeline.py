@@ -270,8 +270,7 @@ def curriculum_stages(specs: Sequence[Mapping[str, Any]], splits: Sequence[Split
         steps = max(1, int(st["steps"] * steps_scale))
         stage = Stage(name=st["name"], ids=rows, labels=split.labels, steps=steps, targets=soft,
                       lr=st["lr"], pos_fraction=st["pos_fraction"], warmup=min(st.get("warmup", 100), max(1, steps // 5)),
-                      hard_fraction=st.get("hard_fraction", 0.0), hard_quantile=st.get("hard_quantile", 0.9),
-                      hard_by=st.get("hard_by", "surprisal"),
+                      **{k: st[k] for k in ("hard_fraction", "hard_quantile", "hard_by") if k in st},  # else Stage's defaults
                       summary={"data": split.sources, **({"soft_targets": "distilled"} if soft is not None else {})})
         if st.get("replay_fraction") and stages:
             stage.replay_ids = [r for s in stages for r in s.ids]
