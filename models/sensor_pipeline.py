@@ -192,7 +192,7 @@ def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, thre
             item = intake.accept("nab", 0, i, orjson.dumps(ev))
             if not isinstance(item, Item):
                 raise ValueError(f"NAB {s.name} row {i}: rejected by the bundle: {item.error}")
-            texts.append(item.text)
+            texts.append(item.inputs)
             nov.append(float(item.feats.get("novelty", 0.0)))
         if novelty_out is not None:
             novelty_out[s.name] = np.asarray(nov)

@@ -29,7 +29,7 @@ class Item:
     event: dict[str, Any]
     entity: str
     feats: dict[str, Any]
-    text: str
+    inputs: Any  # what the scorer takes: the words of a token model, the window of a numeric one
     received: float = field(default_factory=time.time)  # wall clock at receipt, for latency_ms
 
 
@@ -48,6 +48,8 @@ class Intake:
         self.kind = bundle.kind
         self.bundle = bundle
         self.encoding = bundle.encoding
+        # token models take the encoding's words; an encoding with numeric inputs defines model_input
+        self.model_input = getattr(self.encoding, "model_input", self.encoding.text)
         self.validate = VALIDATORS[self.kind]
         self.entity_field = KIND_ENTITY[self.kind]
         trained = bundle.card.get("window") or getattr(self.encoding, "WINDOW", {})
@@ -76,11 +78,11 @@ class Intake:
             ctx = context(window, event["ts"], self.max_events, self.max_age_ms, offset if replay else None)
         try:
             feats = self.encoding.features(event, ctx, self.bundle.card)
-            text = self.encoding.text(event, ctx, feats)
+            inputs = self.model_input(event, ctx, feats)
         except (ValueError, ArithmeticError) as exc:  # an event the encoding cannot represent: reject, never guess
             return Rejection(tp, offset, f"cannot encode event: {exc}", raw)
         if not replay:
             rec = self.encoding.record(event)
             rec["o"] = offset
             self.store.push(partition, entity, rec)
-        return Item(self.kind, tp, offset, event, entity, feats, text, received if received is not None else time.time())
+        return Item(self.kind, tp, offset, event, entity, feats, inputs, received if received is not None else time.time())

@@ -26,7 +26,7 @@ def score_lines(lines: Iterable[bytes], bundle_dir: str | Path, batch: int = 64,
 
     def flush() -> Iterator[dict[str, Any]]:
         items = [it for _, it in pending if isinstance(it, Item)]
-        scores = scorer.score_texts([it.text for it in items])[0].tolist() if items else []
+        scores = scorer.score_batch([it.inputs for it in items]).scores.tolist() if items else []
         it_scores = iter(scores)
         for _, out in pending:
             if isinstance(out, Item):

@@ -14,7 +14,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -190,6 +190,18 @@ def softmax_positive(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1]))
 
 
+class Scored(NamedTuple):
+    """One batch's result: a score per event, what the model says about each (for alert reasons), seconds.
+
+    ``details`` is None for models whose reasons come from the encoding's features alone (the token
+    models); a numeric model returns, per event, what it predicted worst, for ``encoding.reasons``.
+    """
+
+    scores: np.ndarray
+    details: list[Any] | None
+    seconds: float
+
+
 class Scorer:
     """Tokenize + run one batch. Thread-safe: onnxruntime sessions allow concurrent ``run``.
 
@@ -272,6 +284,11 @@ class Scorer:
             scores = self.run(ids, mask)
         return scores, time.perf_counter() - t0
 
+    def score_batch(self, inputs: Sequence[Any]) -> Scored:
+        """What the pipeline calls: scores for a batch of ``Item.inputs`` (here: texts)."""
+        scores, secs = self.score_texts(inputs)
+        return Scored(scores, None, secs)
+
 
 class NoopScorer:
     """A scorer that returns 0 without a model: the bench's measure of the stream path alone."""
@@ -284,3 +301,6 @@ class NoopScorer:
 
     def score_texts(self, texts: Sequence[str]) -> tuple[np.ndarray, float]:
         return np.zeros(len(texts)), 0.0
+
+    def score_batch(self, inputs: Sequence[Any]) -> Scored:
+        return Scored(np.zeros(len(inputs)), None, 0.0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import time
@@ -44,7 +45,7 @@ from streamer.checkpoint import Checkpoint
 from streamer.intake import Intake, Item, Rejection
 from streamer.metrics import Metrics
 from streamer.records import alert_record, dead_letter, now_ms, score_record
-from streamer.scorer import NoopScorer, Scorer
+from streamer.scorer import NoopScorer, Scored, Scorer
 from streamer.settings import Settings
 from streamer.state import decode_state
 from streamer.validation import reason_code
@@ -369,20 +370,20 @@ class Worker:
             await slots.acquire()
             started = time.time()
             scorer = lane.scorer
-            texts = [it.text for it in batch]
-            lane.sample.extend(texts)
-            fut = loop.run_in_executor(self._executor, scorer.score_texts, texts)
+            inputs = [it.inputs for it in batch]
+            lane.sample.extend(inputs)
+            fut = loop.run_in_executor(self._executor, scorer.score_batch, inputs)
             lane.tail = asyncio.create_task(self._publish(lane, scorer, batch, fut, started, lane.tail, slots))
 
     async def _publish(self, lane: Lane, scorer: Any, batch: list[Item], fut: asyncio.Future, started: float, prev: asyncio.Task | None, slots: asyncio.Semaphore) -> None:
         try:
             try:
-                scores, secs = await fut
+                scored = await fut
             finally:
                 slots.release()
             if prev is not None:
                 await prev  # publish in consumption order
-            await self._publish_scores(lane, scorer, batch, scores, secs, started)
+            await self._publish_scores(lane, scorer, batch, scored, started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - surfaces at the next checkpoint, which restarts the pipeline
@@ -391,8 +392,9 @@ class Worker:
                 self._delivery_error = exc
             raise
 
-    async def _publish_scores(self, lane: Lane, scorer: Any, batch: list[Item], scores: Any, secs: float, started: float) -> None:
+    async def _publish_scores(self, lane: Lane, scorer: Any, batch: list[Item], scored: Scored, started: float) -> None:
         m, kind, bundle = self.metrics, lane.kind, scorer.bundle or lane.bundle
+        secs, details = scored.seconds, scored.details or itertools.repeat(None)
         m.batch_size.labels(kind).observe(len(batch))
         self.recent_batches.append(len(batch))
         m.inference.labels(kind).observe(secs)
@@ -403,7 +405,7 @@ class Worker:
         scores_topic, alerts_topic = self.s.scores_topic, self.s.alerts_topic
         e2e = m.end_to_end.labels(kind)
         qwait = m.queue_wait.labels(kind)
-        for item, score in zip(batch, scores.tolist()):
+        for item, score, detail in zip(batch, scored.scores.tolist(), details):
             qwait.observe(max(0.0, started - item.received))
             scored_at = now_ms()
             latency = scored_at - item.received * 1000.0
@@ -412,7 +414,7 @@ class Worker:
             (await send(scores_topic, orjson.dumps(rec), key=key)).add_done_callback(self._on_delivery)
             severity = bundle.severity(score)
             if severity is not None:
-                alert = alert_record(item.event, kind, score, severity, threshold, lane.intake.encoding.reasons(item.feats), model, scored_at)
+                alert = alert_record(item.event, kind, score, severity, threshold, lane.intake.encoding.reasons(item.feats, detail), model, scored_at)
                 (await send(alerts_topic, orjson.dumps(alert), key=key)).add_done_callback(self._on_delivery)
                 m.alerts.labels(kind, severity).inc()
                 self.counts["alerts"] += 1

@@ -38,10 +38,10 @@ class SlowScorer:
     def __init__(self, inner, delay_s: float):
         self.inner, self.delay_s = inner, delay_s
 
-    def score_texts(self, texts):
+    def score_batch(self, inputs):
         if self.delay_s:
             time.sleep(self.delay_s)
-        return self.inner.score_texts(texts)
+        return self.inner.score_batch(inputs)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -138,7 +138,7 @@ def check_item(item: Item) -> None:
     assert isinstance(ev["amount"], float) and math.isfinite(ev["amount"]) and ev["amount"] >= 0
     assert len(ev["currency"]) == 3 and ev["currency"].isalpha() and ev["currency"].isupper()
     assert ev.get("label") in (None, 0, 1)
-    assert isinstance(item.text, str) and item.text.strip()
+    assert isinstance(item.inputs, str) and item.inputs.strip()
     rec = score_record(ev, "transaction", 0.5, "m@1", 1, 0.0)
     alert = alert_record(ev, "transaction", 0.99, "critical", 0.5, ["r"], "m@1", 1)
     orjson.dumps(rec), orjson.dumps(alert)
@@ -179,7 +179,7 @@ def test_fuzzed_messages_never_escape_and_every_rejection_has_a_reason(tiny_tx_b
                 check_rejection(out, raw)
                 seen[reason_code(out.error)] += 1
         if items:
-            scores, _ = scorer.score_texts([it.text for it in items])
+            scores = scorer.score_batch([it.inputs for it in items]).scores
             assert len(scores) == len(items) and all(0.0 <= s <= 1.0 for s in scores.tolist())
 
     run()

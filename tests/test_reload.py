@@ -74,11 +74,11 @@ def test_reload_refuses_a_slower_bundle(broker, topics, tmp_path):
         def __init__(self, inner):
             self.inner, self.bundle, self.provider, self.precision = inner, inner.bundle, inner.provider, inner.precision
 
-        def score_texts(self, texts):
+        def score_batch(self, inputs):
             import time
 
             time.sleep(0.05)
-            return self.inner.score_texts(texts)
+            return self.inner.score_batch(inputs)
 
     async def main():
         import streamer.reload as reload

@@ -20,7 +20,10 @@ Every encoding module defines:
   context first and the newest event last (left truncation drops old context).
 - ``vector(feats) -> list[float]`` and ``FEATURE_NAMES``: the same features as
   numbers, for the tree and streaming baselines.
-- ``reasons(feats) -> list[str]``: short human-readable reasons for an alert.
+- ``reasons(feats, detail) -> list[str]``: short human-readable reasons for an alert; ``detail`` is
+  what the scorer said about the event (``Scored.details``; None for the token models).
+- optionally ``model_input(event, window, feats)``: what the scorer takes when it is not ``text``'s
+  words (a numeric model's window).
 """
 
 from __future__ import annotations

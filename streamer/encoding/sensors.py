@@ -515,7 +515,7 @@ def _span(feats: Features) -> str:
     return f"~{n}" if n >= LONG else str(n)
 
 
-def reasons(feats: Features, limit: int = 4) -> list[str]:
+def reasons(feats: Features, detail: Any = None, limit: int = 4) -> list[str]:
     """Short human-readable reasons, strongest first."""
     out: list[str] = []
     for i in range(1, TOP + 1):

@@ -408,7 +408,7 @@ def vector(feats: Mapping[str, Any]) -> list[float]:
     ]
 
 
-def reasons(feats: Mapping[str, Any]) -> list[str]:
+def reasons(feats: Mapping[str, Any], detail: Any = None) -> list[str]:
     """Short human-readable reasons, strongest first (at most 5).
 
     >>> reasons({"rel_ratio": 14.2, "new_device": 1, "new_country": 1, "v1m": 4, "speed_kmh": -1,
