@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from streamer.bundle import BundleError, load_bundle
-from streamer.scorer import Scorer
+from streamer.scorer import make_scorer
 
 log = logging.getLogger("streamer.reload")
 
@@ -78,7 +78,7 @@ def verify(worker: Any, kind: str, path: str | Path) -> tuple[ReloadResult, Any,
     if bundle.kind != kind:
         return ReloadResult(kind, False, f"refused: {path} is a {bundle.kind} bundle, this lane serves {kind}"), None, None
     try:
-        scorer = Scorer(bundle, s.device, s.precision, s.intra_op_threads, s.trt_cache_dir)
+        scorer = make_scorer(bundle, s.device, s.precision, s.intra_op_threads, s.trt_cache_dir)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types for a bad graph
         return ReloadResult(kind, False, f"refused: the graph does not load: {str(exc)[:200]}"), None, None
     texts = list(lane.sample) or ["[UNK]"]

@@ -14,13 +14,13 @@ import orjson
 
 from streamer.bundle import load_bundle
 from streamer.intake import Intake, Item
-from streamer.scorer import Scorer
+from streamer.scorer import make_scorer
 
 
 def score_lines(lines: Iterable[bytes], bundle_dir: str | Path, batch: int = 64, device: str = "cpu", precision: str = "fp32", threads: int = 0) -> Iterator[dict[str, Any]]:
     """Yield one result dict per input line: event_id, score, alert, severity, or error."""
     bundle = load_bundle(bundle_dir)
-    scorer = Scorer(bundle, device, precision, threads)
+    scorer = make_scorer(bundle, device, precision, threads)
     intake = Intake(bundle)
     pending: list[tuple[int, Any]] = []
 

@@ -304,3 +304,10 @@ class NoopScorer:
 
     def score_batch(self, inputs: Sequence[Any]) -> Scored:
         return Scored(np.zeros(len(inputs)), None, 0.0)
+
+
+def make_scorer(bundle: Bundle, device: str = "auto", precision: str = "auto", threads: int = 0,
+                trt_cache_dir: str = ".cache/trt") -> Any:
+    """The scorer a bundle needs: every caller (worker lanes, score-file, reload, doctor) goes through here,
+    so a bundle kind with its own model inputs is served the same way everywhere."""
+    return Scorer(bundle, device, precision, threads, trt_cache_dir)

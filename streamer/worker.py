@@ -45,7 +45,7 @@ from streamer.checkpoint import Checkpoint
 from streamer.intake import Intake, Item, Rejection
 from streamer.metrics import Metrics
 from streamer.records import alert_record, dead_letter, now_ms, score_record
-from streamer.scorer import NoopScorer, Scored, Scorer
+from streamer.scorer import NoopScorer, Scored, make_scorer
 from streamer.settings import Settings
 from streamer.state import decode_state
 from streamer.validation import reason_code
@@ -129,7 +129,7 @@ class Worker:
             bundle = load_bundle(bundle_dir)
             if bundle.kind != kind:
                 raise ValueError(f"{bundle_dir} is a {bundle.kind} bundle, configured for {kind} events")
-            scorer = NoopScorer(bundle) if self.noop_scorer else Scorer(bundle, self.s.device, self.s.precision, self.s.intra_op_threads, self.s.trt_cache_dir)
+            scorer = NoopScorer(bundle) if self.noop_scorer else make_scorer(bundle, self.s.device, self.s.precision, self.s.intra_op_threads, self.s.trt_cache_dir)
             intake = Intake(bundle, self.s.window_events, self.s.window_age_s, self.s.max_message_bytes)
             lane = Lane(kind, topic, f"{self.s.group_id}-{kind}-windows", intake, scorer, MicroBatcher(self.s.max_batch, self.s.max_wait_ms / 1000.0), bundle_dir=bundle_dir)
             lane.sample = deque(maxlen=max(1, self.s.reload_shadow_events))

@@ -85,12 +85,12 @@ def test_reload_refuses_a_slower_bundle(broker, topics, tmp_path):
 
         worker = Worker(settings_for(broker, topics, transactions_bundle=str(live), reload_max_slowdown=2.0))
         worker.lanes["transaction"].sample.extend(["amt3 rel2"] * 64)
-        real = reload.Scorer
-        reload.Scorer = lambda *a, **k: Slow(real(*a, **k))
+        real = reload.make_scorer
+        reload.make_scorer = lambda *a, **k: Slow(real(*a, **k))
         try:
             return await reload_lane(worker, "transaction", make_tiny_bundle(tmp_path / "slow", "transaction", version="3.0.0", name="tx"))
         finally:
-            reload.Scorer = real
+            reload.make_scorer = real
 
     res = asyncio.run(main())
     assert not res.ok and "slower" not in res.reason and "limit" in res.reason
