@@ -58,40 +58,78 @@ def _add_lora_flags(p: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from models.pipeline import build
 
-    if args.kind == "sensor":  # fitted normalization, the NAB stage and NAB scores: models/sensor_pipeline.py
-        from models.sensor_pipeline import build
-
     out = args.out or str(DEFAULT_BUNDLES[args.kind])
-    lead = () if args.kind == "sensor" else (args.kind,)  # the sensor build knows its kind
-    card = build(*lead, out, preset=args.preset, steps_scale=args.steps_scale, data_scale=args.data_scale,
-                 resume=args.resume, base=args.base, lora=_lora(args), baselines=not args.no_baselines,
-                 seed=args.seed, threads=args.threads, progress=not args.quiet, name=args.name, version=args.version,
-                 command=_command_line())
+    common = dict(preset=args.preset, steps_scale=args.steps_scale, data_scale=args.data_scale, resume=args.resume,
+                  baselines=not args.no_baselines, seed=args.seed, threads=args.threads, progress=not args.quiet,
+                  name=args.name, version=args.version, command=_command_line())
+    if args.kind == "sensor":  # asset types, relation models, calibration, NAB: models/sensor_pipeline.py
+        from models.sensor_pipeline import build as build_sensor
+
+        if args.base is not None:
+            print("--base (a pretrained LoRA base) applies to the token models; the sensor model trains from its "
+                  "recipe", file=sys.stderr)
+            return 2
+        card = build_sensor(out, **common)
+        test = card["metrics"].get("test", {})
+        print(json.dumps({k: test.get(k) for k in ("model", "pca_t2q", "pca_t2q_per_asset", "iforest")}, indent=2))
+        return 0
+    card = build(args.kind, out, base=args.base, lora=_lora(args), **common)
     test = card["metrics"].get("test", {})
     print(json.dumps({k: test.get(k) for k in ("model", "gbt", "hst")}, indent=2))
     return 0
 
 
 def cmd_fine_tune(args: argparse.Namespace) -> int:
-    import models.sensor_recipe  # noqa: F401  (registers the sensor fine-tuner: normal-only data)
-    from models.finetune import fine_tune
+    from models.bundle import read_card
+    from models.dataset import DataError
 
-    lora = _lora(args) if args.lora else None
-    card = fine_tune(args.bundle, args.train, args.out, steps=args.steps, lr=args.lr, val_fraction=args.val_fraction,
-                     lora=lora, seed=args.seed, threads=args.threads, progress=not args.quiet,
-                     command=_command_line())
+    kind = read_card(args.bundle).get("kind")
+    given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+    try:
+        if kind == "sensor":  # normal-only readings of new asset types: models/sensor_pipeline.py
+            from models.sensor_pipeline import fine_tune_sensor
+
+            if args.lora:
+                print("--lora applies to the token models; the sensor model fine-tunes all weights", file=sys.stderr)
+                return 2
+            card = fine_tune_sensor(args.bundle, args.train, args.out, val_fraction=args.val_fraction, seed=args.seed,
+                                    threads=args.threads, progress=not args.quiet, command=_command_line(),
+                                    warmup_readings=args.warmup, false_alarms_per_day=args.false_alarms_per_day,
+                                    fault_rate=args.fault_rate, resume=args.resume, **given)
+            v = card["metrics"]["validation"]
+            print(json.dumps({"combine": {k: t["combine"] for k, t in v["types"].items()}, "false_alarms": v["false_alarms"],
+                              "held_out_injected": {k: {m: d.get(m) for m in ("auprc", "roc_auc", "f1", "fpr")}
+                                                    for k, d in card["metrics"]["held_out_injected"].items()
+                                                    if isinstance(d, dict) and "auprc" in d}}, indent=2))
+            return 0
+        from models.finetune import fine_tune_labelled
+
+        lora = _lora(args) if args.lora else None
+        card = fine_tune_labelled(args.bundle, args.train, args.out, val_fraction=args.val_fraction, lora=lora,
+                                  seed=args.seed, threads=args.threads, progress=not args.quiet,
+                                  command=_command_line(), **given)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"fine-tune: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(card["metrics"], indent=2))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from models.bundle import read_card
-    from models.pipeline import evaluate_bundle
 
-    specs = [{"jsonl": p} for p in args.data] if args.data else None
-    report = evaluate_bundle(args.bundle, specs, split=args.split, precision=args.precision, threads=args.threads,
-                             baselines=args.baselines)
     card = read_card(args.bundle)
+    if card.get("kind") == "sensor":
+        from models.sensor_pipeline import evaluate_bundle as evaluate_sensor
+
+        report = evaluate_sensor(args.bundle, args.data or None, split=args.split, precision=args.precision,
+                                 threads=args.threads)
+    else:
+        from models.pipeline import evaluate_bundle
+
+        specs = [{"jsonl": p} for p in args.data] if args.data else None
+        report = evaluate_bundle(args.bundle, specs, split=args.split, precision=args.precision, threads=args.threads,
+                                 baselines=args.baselines)
     recorded = (card.get("metrics") or {}).get(args.split) if not args.data else None
     if recorded:
         report["recorded_in_card"] = {k: recorded.get(k) for k in ("model", "gbt", "hst") if k in recorded}
@@ -114,6 +152,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from models.bundle import read_card as _read
+
+    if _read(args.bundle).get("kind") == "sensor":
+        from models.sensor_pipeline import export_bundle
+
+        print(json.dumps(export_bundle(args.bundle, args.out, [v for v in args.variants.split(",") if v]), indent=2))
+        return 0
     from transformers import DeepseekV3ForSequenceClassification
 
     from models import classifier as clf
@@ -184,9 +229,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bundle", required=True, help="base bundle directory (must contain checkpoint/)")
     p.add_argument("--train", required=True, help="JSONL events (labelled; for sensors, normal-only readings)")
     p.add_argument("--out", required=True, help="output bundle directory")
-    p.add_argument("--steps", type=int, default=400, help="training steps")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="newest share of rows held out for thresholds")
+    p.add_argument("--steps", type=int, default=None, help="training steps (None: 400 for token models, 600 for sensors)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (None: 3e-4 for token models, 1e-3 for sensors)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="newest share of rows (of each asset's, for sensors) held out for thresholds and calibration")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="sensors: readings that form each asset's own normal before it is frozen (None: the base's, 128)")
+    p.add_argument("--false-alarms-per-day", type=float, default=1.0,
+                   help="sensors: the alert threshold's budget of false alarms per asset-day on normal running")
+    p.add_argument("--fault-rate", type=float, default=0.08,
+                   help="sensors: share of readings given an injected fault for the contrastive stage")
+    p.add_argument("--resume", default=None, help="sensors: continue an interrupted run from its OUT/.train")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (merged before export) instead of all weights")
     _add_lora_flags(p)
     p.add_argument("--seed", type=int, default=0, help="seed")

@@ -11,8 +11,8 @@ only negatives, so this works even if that slice has no fraud. When the user's
 data has too few positives to balance batches, positives are replayed from the
 kind's synthetic target stage (recorded in the card).
 
-Kinds with other needs (e.g. sensors adapted from normal-only data) register
-their own function with ``register``.
+Sensors (adapted from normal-only readings) have their own:
+``models.sensor_pipeline.fine_tune_sensor``; ``models.cli`` picks by the bundle's kind.
 """
 
 from __future__ import annotations
@@ -27,20 +27,7 @@ import numpy as np
 from models import dataset as ds
 from models import recipes
 
-FINE_TUNERS: dict[str, Callable[..., dict[str, Any]]] = {}
 MIN_POSITIVES = 20
-
-
-def register(kind: str, fn: Callable[..., dict[str, Any]]) -> None:
-    FINE_TUNERS[kind] = fn
-
-
-def fine_tune(bundle: str | Path, train_path: str | Path, out: str | Path, **kw: Any) -> dict[str, Any]:
-    """Dispatch on the bundle's kind; labelled fine-tuning unless the kind registered its own."""
-    from models.bundle import read_card
-
-    kind = read_card(bundle)["kind"]
-    return FINE_TUNERS.get(kind, fine_tune_labelled)(bundle, train_path, out, **kw)
 
 
 def fine_tune_labelled(

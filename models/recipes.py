@@ -25,19 +25,8 @@ def register(kind: str, recipe: dict[str, Any]) -> None:
     RECIPES[kind] = recipe
 
 
-# Kinds whose recipe lives in its own module, imported on first use.
-LAZY = {"sensor": "models.sensor_recipe"}
-
-
 def get(kind: str) -> dict[str, Any]:
     """A deep copy of a kind's recipe (callers may scale steps or sizes)."""
-    if kind not in RECIPES and kind in LAZY:
-        import importlib
-
-        try:
-            importlib.import_module(LAZY[kind])
-        except ModuleNotFoundError:
-            pass
     if kind not in RECIPES:
         raise ValueError(f"no training recipe for kind {kind!r} (have {sorted(RECIPES)})")
     return copy.deepcopy(RECIPES[kind])

@@ -77,7 +77,101 @@ def variants_table(card: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+SENSOR_DETECTORS = (("model", "DeepSeek-V3 sensor model (ONNX fp32)"), ("pca_t2q", "PCA T²+Q (per type)"),
+                    ("pca_t2q_per_asset", "PCA T²+Q (per asset, own first readings)"), ("iforest", "Isolation Forest"))
+
+
+def sensor_metrics_table(m: Mapping[str, Any]) -> str:
+    rows = ["| detector | " + " | ".join(c for _, c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for key, label in SENSOR_DETECTORS:
+        if key in m:
+            rows.append(f"| {label} | " + " | ".join(_f(m[key].get(k)) for k, _ in COLUMNS) + " |")
+    return "\n".join(rows)
+
+
+def sensor_fault_table(m: Mapping[str, Any]) -> str:
+    present = [(k, label) for k, label in SENSOR_DETECTORS if k in m]
+    names = sorted((m["model"].get("per_fault_type") or {}))
+    rows = ["| fault type | events | " + " | ".join(f"{label.split(' (')[0]} recall" for _, label in present) + " |",
+            "|---|---|" + "---|" * len(present)]
+    for n in names:
+        cells = [_f(((m[k].get("per_fault_type") or {}).get(n) or {}).get("recall")) for k, _ in present]
+        rows.append(f"| {n} | {m['model']['per_fault_type'][n]['events']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def sensor_types_table(card: Mapping[str, Any]) -> str:
+    types = card["sensor_model"]["types"]
+    far = ((card.get("metrics") or {}).get("validation") or {}).get("false_alarms") or {}
+    rows = ["| asset type | sensors | assets | readings | relation strength | baseline | alert budget / reading | "
+            "held-out false-alarm rate | false alarms / asset-day |", "|---" * 9 + "|"]
+    for name, t in types.items():
+        f = far.get(name) or {}
+        base = ("own scale, " if t.get("own_scale") else "") + (f"adapts ({t['adapt']})" if t.get("adapt") else "frozen after warm-up")
+        rows.append(f"| {name} | {len(t['sensors'])} | {t.get('assets')} | {t.get('readings')} | {_f(t.get('relation_strength'))} | "
+                    f"{base} | {_f(t.get('alert_p'))} | {_f(f.get('heldout_false_alarm_rate'))} | "
+                    f"{_f(f.get('heldout_false_alarms_per_asset_day'))} |")
+    return "\n".join(rows)
+
+
+def sensor_parts_table(card: Mapping[str, Any]) -> str:
+    """Per asset type: each part alone, the chosen combination, the best pairs (held-out injected AUPRC)."""
+    v = (card.get("metrics") or {}).get("validation") or {}
+    singles = ("D", "R", "Dbar", "E", "logit", "N")
+    rows = ["| asset type | " + " | ".join(singles) + " | chosen | its AUPRC |", "|---" * (len(singles) + 3) + "|"]
+    for name, t in (v.get("types") or {}).items():
+        table = t.get("auprc_on_injected_by_parts") or {}
+        chosen = "+".join(t.get("combine") or [])
+        rows.append(f"| {name} | " + " | ".join(_f(table.get(k)) for k in singles) + f" | {chosen} | {_f(table.get(chosen))} |")
+    return "\n".join(rows)
+
+
+def sensor_variants_table(card: Mapping[str, Any]) -> str:
+    checks = card.get("variant_checks") or {}
+    rows = ["| variant | file | max abs output diff | events/s B64 (1 thread) |", "|---|---|---|---|"]
+    for name, c in checks.items():
+        diff = c.get("max_abs_diff", c.get("max_abs_diff_vs_fp32"))
+        ref = "torch" if "max_abs_diff" in c else "fp32"
+        rows.append(f"| {name} | {card.get('variants', {}).get(name, '')} | {_f(diff)} (vs {ref}) | "
+                    f"{c.get('events_per_s_b64_1thread', 'n/a')} |")
+    return "\n".join(rows)
+
+
+def render_sensor(card: Mapping[str, Any]) -> str:
+    arch = card.get("architecture", {})
+    tr = card.get("training", {})
+    summary = tr.get("summary") or {}
+    parts = [
+        f"Bundle `{card['name']}@{card['version']}`, encoding `{card['encoding_version']}`, "
+        f"{arch.get('parameters', '?'):,} parameters, window {card['sensor_model']['window']} readings, "
+        f"warm-up {card['sensor_model']['warmup']} readings.",
+        f"Built by `{tr.get('command')}` at commit `{tr.get('commit')}`; training {summary.get('wall_s')} s "
+        f"({summary.get('steps')} steps, weights of step {summary.get('selected_step')} kept), whole build "
+        f"{tr.get('build_wall_s')} s.",
+        "\n**Asset types** (calibration on the newest 20% of each asset's normal rows; false-alarm rate of the "
+        "alert threshold on each half of them with the calibration fitted on the other half)\n\n" + sensor_types_table(card),
+        "\n**Score parts** (AUPRC on held-out normal rows with injected faults; `D` Mahalanobis distance, `R` worst "
+        "leave-one-out residual, `Dbar` D over the window, `E` forecast error, `logit` classifier)\n\n" + sensor_parts_table(card),
+    ]
+    for split in ("test", "held_out_injected", "test_small"):
+        m = (card.get("metrics") or {}).get(split)
+        if m and "model" in m:
+            data = m.get("data")
+            data = "; ".join(data) if isinstance(data, list) else data
+            parts.append(f"\n**{split}** ({data})\n\n" + sensor_metrics_table(m))
+            if m["model"].get("per_fault_type"):
+                parts.append("\n" + sensor_fault_table(m))
+    if (card.get("metrics") or {}).get("nab"):
+        nab = card["metrics"]["nab"]
+        parts.append(f"\n**NAB** ({nab.get('series')} series, {nab.get('windows')} anomaly windows; "
+                     f"`{nab.get('command')}`)\n\n" + nab_table(card))
+    parts.append("\n**Precision variants**\n\n" + sensor_variants_table(card))
+    return "\n".join(parts) + "\n"
+
+
 def render(card: Mapping[str, Any]) -> str:
+    if card.get("kind") == "sensor" and "sensor_model" in card:
+        return render_sensor(card)
     arch = card.get("architecture", {})
     tr = card.get("training", {})
     parts = [

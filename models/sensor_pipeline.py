@@ -1,15 +1,24 @@
-"""Sensor bundles end to end: recipe -> normalization -> curriculum -> ONNX -> metrics + NAB -> bundle.
+"""Sensor bundles end to end: normal running -> asset types -> model -> calibration -> ONNX -> report.
 
-The kind-agnostic steps (tokenizer, classifier, training loop, export, metrics,
-baselines, bundle writer) are ``models.*``; this module adds what sensors need:
-fitted normalization in the card (the encoding refuses sensors without it), the
-NAB stage and NAB scoring, and fine-tuning from normal-only data.
+Two entry points share every step:
 
-NAB is scored through the worker's own per-event path (``streamer.intake.Intake``
-+ ``streamer.scorer.Scorer``: validation, window, encoding, tokenizer, ONNX), so
-the score in the card is what the shipped bundle does on that data, with no
-post-processing: the encoding's long-memory envelope features already make a
-sustained excursion score high once, at its start, rather than on every reading.
+- ``build`` (``streamer model train --kind sensor``): the shipped base bundle,
+  from the recipe's synthetic normal fleets (and NAB's probation data as a
+  univariate type); tested on held-out fleets with the generator's own faults.
+- ``fine_tune_sensor`` (``streamer model fine-tune --bundle BASE --train NORMAL.jsonl``):
+  a user's normal-only readings of new asset types (new sensor names welcome).
+
+The steps: split each asset's normal rows in time (the newest
+``validation_fraction`` held out); fit each asset type's normal and relation
+model on the training part (``models.sensor_fit``); train (or continue
+training) the model to forecast the normal windows and to tell them from the
+same windows with injected faults (``models.sensor_train``); on the held-out
+normal rows, calibrate every score part per asset type, pick the parts whose
+combination separates held-out injected faults best, and set the alert
+threshold for the target false alarms per asset-day; report the false-alarm
+rate that threshold gives on held-out normal rows it was not fitted on, the
+parts' contributions and the baselines (PCA T²+Q, Isolation Forest) on the
+same data; export ONNX (parity-checked) and write the bundle.
 """
 
 from __future__ import annotations
@@ -18,580 +27,637 @@ import itertools
 import shutil
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-import orjson
 
-from models import dataset as ds
+from models import sensor_data as sd
+from models import sensor_fit as fit
 from models import sensor_recipe as sr
-from models.pipeline import Split, _round, default_workers, parallel_map, per_typology
+from models.pipeline import _round
+from streamer import calibration
 from streamer.encoding import sensors as enc
-from streamer.tokens import TokenEncoder
+from streamer.sensor_scorer import PARTS, budget_scale, combine
 
 Log = Callable[[str], None]
-NAB_POLICY = (
-    "policy (a): no NAB label is used for training: stage two trains on NAB values with synthetic faults "
-    "injected, with soft targets from a label-free novelty teacher (a function of the encoding's features). "
-    "Not label-free: the design of the encoding's novelty feature (time-of-day profile, its weight) and the "
-    "teacher's centre were chosen by exploring NAB scores on the whole corpus, as NAB entries tune their "
-    "detectors; the same design scored 67.1 and 63.0 (standard) on the two halves of the corpus (even/odd "
-    "series). Thresholds are optimized per profile over the whole corpus, as NAB's own protocol does for "
-    "every detector. Normalization for the sensor 'value' is fitted on the probationary 15% of each series only."
-)
+SEVERITY_P = {"low": 1e-3, "medium": 1e-4, "high": 1e-5, "critical": 1e-6}
+DAY_MS = 86_400_000
+MIN_CALIBRATION = 20  # held-out normal readings a type needs for its calibration
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-_NOVELTY = [enc.FEATURE_NAMES.index(f"top1_{k}") for k in ("env", "menv")]
-_TEACHER = enc.FEATURE_NAMES.index("novelty")
+def thresholds() -> dict[str, Any]:
+    """Alert threshold and severity bands on the score scale (the same for every asset type)."""
+    sev = {k: round(float(calibration.to_score(np.array([p]))[0]), 6) for k, p in SEVERITY_P.items()}
+    return {"alert": sev["low"], "severity": sev,
+            "meaning": "score = -log10(p)/10, p the chance that a normal reading of the asset type is this unusual, "
+                       "scaled so that the alert threshold is reached at the type's budget of false alarms per asset-day"}
 
 
-def prepare(specs: Sequence[Mapping[str, Any]], card: Mapping[str, Any], require_label: bool = True,
-            limit: int | None = None) -> Split:
-    """Encode each spec as its own stream (own windows) through ``models.dataset.rows``; keep fault types.
+def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training, held-out) events: the newest ``fraction`` of each asset's rows held out, stream order kept."""
+    evs = [dict(e) for e in events]
+    count: dict[str, int] = defaultdict(int)
+    for e in evs:
+        count[str(e.get("asset_id"))] += 1
+    seen: dict[str, int] = defaultdict(int)
+    train, held = [], []
+    for e in evs:
+        a = str(e.get("asset_id"))
+        cut = count[a] - int(round(count[a] * fraction))
+        (train if seen[a] < cut else held).append(e)
+        seen[a] += 1
+    return train, held
 
-    Spec options for self-supervised target data (why: the unlabelled series contain real anomalies that
-    must not be taught as "normal", and an alert is wanted when a fault *starts*):
 
-    - ``"labels": "onset"`` with ``"onset_k"``: an injected fault is positive for its first k readings
-      only; its later readings are negatives (they are no longer news);
-    - ``"pu": true``: readings *without* an injected fault whose value (or short mean) is already outside
-      the asset's long-run range are left out: unlabelled, possibly anomalous, not negatives. (Natural
-      quiet spells, repeats and bursts stay negatives: real metrics have plenty of them.)
-    - ``"teacher": true``: every reading also gets a soft target from the label-free novelty teacher
-      (``sensor_recipe.teacher``, a function of the encoding's own ``novelty`` feature); the target is
-      the larger of that and the reading's 0/1 label. Real anomalies in the unlabelled series are then
-      taught as graded novelty instead of being dropped or called normal.
-    - ``"labels": "teacher"``: the teacher alone; injected faults count only through the novelty
-      they create. (Onset labels on top of it taught the first readings of injected drifts, which
-      look like nothing yet, as alarms: label noise that cost 5 NAB points.)
+def cadences(events: Iterable[Mapping[str, Any]], types: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Median time between an asset's readings, per asset type (ms)."""
+    by_set = {frozenset(t["sensors"]): name for name, t in types.items()}
+    last: dict[str, int] = {}
+    gaps: dict[str, list[int]] = defaultdict(list)
+    for e in events:
+        a = str(e.get("asset_id"))
+        name = by_set.get(frozenset(e["readings"]))
+        ts = int(e["ts"]) if isinstance(e["ts"], (int, float)) else None
+        if name is None or ts is None:
+            continue
+        if a in last and ts > last[a]:
+            gaps[name].append(ts - last[a])
+        last[a] = ts
+    return {n: float(np.median(g)) if g else 60_000.0 for n, g in ((n, gaps.get(n, [])) for n in types)}
 
-    ``targets`` is filled for every row (the 0/1 label where no teacher is used).
+
+def alert_budget(cadence_ms: float, false_alarms_per_day: float) -> float:
+    """Per-reading false-alarm probability that gives ``false_alarms_per_day`` alerts per asset-day.
+
+    >>> round(alert_budget(180_000, 1.0), 5), alert_budget(1_000, 1.0) == 1e-5
+    (0.00208, True)
     """
-    out = Split()
-    for spec in specs:
-        typ: list[str | None] = []
-        ages: list[int | None] = []
-
-        def tap(stream: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
-            for e in stream:
-                typ.append(e.get("fault_type"))
-                ages.append(e.get("fault_age"))
-                yield e
-
-        onset_k = int(spec.get("onset_k", 3)) if spec.get("labels") == "onset" else None
-        pu = bool(spec.get("pu"))
-        only_teacher = spec.get("labels") == "teacher"
-        teach = bool(spec.get("teacher")) or only_teacher
-        src = (sr.describe(spec) + (f" labels=onset(k={onset_k})" if onset_k else "") + (" pu" if pu else "")
-               + (f" labels=teacher{sr.TEACHER}" if only_teacher else f" teacher={sr.TEACHER}" if teach else ""))
-        it = ds.rows(tap(sr.events(spec)), enc, card, require_label=require_label, source=src)
-        for i, r in enumerate(itertools.islice(it, limit)):
-            y = int(r.label or 0)
-            injected = typ[i] is not None
-            if pu and not injected and max(r.vector[j] for j in _NOVELTY) > 0:
-                continue
-            if onset_k is not None and injected:
-                y = int(ages[i] is not None and ages[i] < onset_k)
-            if only_teacher:
-                t = sr.teacher(r.vector[_TEACHER])
-            else:
-                t = max(float(y), sr.teacher(r.vector[_TEACHER])) if teach else float(y)
-            out.texts.append(r.text)
-            out.labels.append(int(t >= 0.5) if teach else y)
-            out.targets.append(t)
-            out.vectors.append(r.vector)
-            out.typologies.append(typ[i])
-        out.sources.append(src)
-    return out
+    return float(min(0.05, max(1e-5, false_alarms_per_day * cadence_ms / DAY_MS)))
 
 
-def _prepare_job(job: tuple[Mapping[str, Any], Mapping[str, Any], int | None]) -> Split:
-    spec, card, limit = job
-    return prepare([spec], card, limit=limit)
+def make_card(name: str, version: str, types: Mapping[str, Any], slots: Mapping[str, int], window: int,
+              warmup: int) -> dict[str, Any]:
+    return {"name": name, "version": version, "kind": "sensor", "encoding_version": enc.ENCODING_VERSION,
+            "window": {"max_events": window, "max_age_ms": enc.WINDOW["max_age_ms"]},
+            "inputs": list(_input_names()), "thresholds": thresholds(),
+            "sensor_model": {"window": window, "warmup": warmup, "types": dict(types), "slots": dict(slots)}}
 
 
-def prepare_many(jobs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], int | None]], workers: int = 1) -> list[Split]:
-    """``prepare`` for many independent specs, in ``workers`` processes; results in ``jobs`` order.
+def _input_names() -> Sequence[str]:
+    from models.sensor_model import INPUT_NAMES
 
-    Each spec is its own stream with its own windows, so the rows are identical whatever the
-    worker count. Data preparation is most of a sensor build's wall time; two cores halve it.
+    return INPUT_NAMES
+
+
+# -- calibration --------------------------------------------------------------------------
+
+
+def _parts_by_type(outputs: Mapping[str, np.ndarray], data: sd.Encoded) -> dict[int, dict[str, np.ndarray]]:
+    types = np.asarray([i[0] for i in data.inputs])
+    return {int(t): {k: outputs[k][types == t] for k in PARTS} for t in np.unique(types)}
+
+
+def _auprc(y: np.ndarray, s: np.ndarray) -> float | None:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else None
+
+
+MODEL_PARTS = ("D", "R", "Dbar", "E", "logit")  # candidates for types with several sensors; one-sensor types: N
+
+
+def _calibrated(parts: Mapping[str, np.ndarray], use: Sequence[str]) -> dict[str, Any]:
+    c = {k: calibration.fit(parts[k]) for k in use}
+    c["combined"] = calibration.fit(sum(calibration.surprise(parts[k], c[k]) for k in use))
+    return c
+
+
+def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal: sd.Encoded,
+              val_injected: Mapping[str, np.ndarray], injected: sd.Encoded, budgets: Mapping[str, float],
+              log: Log = _log) -> dict[str, Any]:
+    """Per asset type: the parts to combine, their calibration, the alert budget; returns the report.
+
+    ``val_normal``/``val_injected``: the model's outputs (``sensor_train.outputs``) on the
+    held-out normal rows and on the same rows with injected faults. For a type with several
+    sensors the combination is the subset of D, R, Dbar, E and logit with the best AUPRC on
+    its injected rows (ties: fewer parts); a one-sensor type is judged by its novelty N. The
+    false-alarm rate of the alert threshold is measured on each half of the type's held-out
+    normal rows with the calibration fitted on the other half.
     """
-    return parallel_map(_prepare_job, jobs, workers)
+    spec = enc.spec(card)
+    types = card["sensor_model"]["types"]
+    normal_by = _parts_by_type(val_normal, normal)
+    inj_by = _parts_by_type(val_injected, injected)
+    inj_types = np.asarray([i[0] for i in injected.inputs])
+    y_by = {t: np.asarray(injected.labels)[inj_types == t] for t in inj_by}
+    report: dict[str, Any] = {"types": {}, "false_alarms": {}}
+    alert = thresholds()["alert"]
+    for t, parts in sorted(normal_by.items()):
+        at = spec.types[t]
+        name = at.name
+        if len(parts["D"]) < MIN_CALIBRATION:
+            raise fit.FitError(f"asset type {name!r}: {len(parts['D'])} held-out normal readings; need at least "
+                               f"{MIN_CALIBRATION} to calibrate its scores (more data, or a larger validation share)")
+        cands = [("N",)] if at.novelty else [c for r in range(1, len(MODEL_PARTS) + 1) for c in itertools.combinations(MODEL_PARTS, r)]
+        table = {}
+        for use in cands:
+            if t in inj_by:
+                c = _calibrated(parts, use)
+                table["+".join(use)] = _auprc(y_by[t], -np.log10(combine(inj_by[t], c, use)))
+        scored = [(k, v) for k, v in table.items() if v is not None]
+        best = max(scored, key=lambda kv: (round(kv[1], 4), -kv[0].count("+")))[0] if scored else "+".join(cands[0])
+        use = best.split("+")
+        types[name]["combine"] = use
+        types[name]["calibration"] = _calibrated(parts, use)
+        types[name]["alert_p"] = budgets[name]
+        n = len(parts["D"])
+        half = np.arange(n) < n // 2
+        rates = []
+        for fit_rows, check_rows in ((half, ~half), (~half, half)):
+            c = _calibrated({k: v[fit_rows] for k, v in parts.items()}, use)
+            p = combine({k: v[check_rows] for k, v in parts.items()}, c, use) * budget_scale(alert, budgets[name])
+            rates.append(float(np.mean(calibration.to_score(p) >= alert)))
+        cad = types[name]["cadence_ms"]
+        report["false_alarms"][name] = {
+            "alert_budget_per_reading": budgets[name], "heldout_false_alarm_rate": round(float(np.mean(rates)), 6),
+            "heldout_false_alarms_per_asset_day": round(float(np.mean(rates)) * DAY_MS / cad, 3),
+            "heldout_readings": n, "cadence_ms": cad}
+        report["types"][name] = {"combine": use, "auprc_on_injected_by_parts": table,
+                                 "injected_positives": int(y_by.get(t, np.zeros(0)).sum())}
+    log("calibration: " + "; ".join(f"{k} {'+'.join(v['combine'])} (FAR {report['false_alarms'][k]['heldout_false_alarm_rate']:.4f})"
+                                    for k, v in report["types"].items()))
+    report["how"] = ("per asset type: each chosen part's -log normal-tail probability (empirical body + exponential "
+                     "tail fitted on the type's held-out normal readings) summed; the sum calibrated the same way; the "
+                     "parts are the subset with the best AUPRC on the type's held-out normal readings with injected "
+                     "faults (one-sensor types: the novelty N)")
+    return report
 
 
-def default_normalization(recipe: Mapping[str, Any]) -> dict[str, Any]:
-    """Sensor statistics for the shipped bundle: synthetic fleets' sensors, plus NAB's ``value`` from probation only."""
-    specs = [s for st in recipe["stages"] for s in st["data"] if "synth" in s]
-    evs = itertools.chain.from_iterable(sr.events({"synth": {**s["synth"], "n_events": min(s["synth"]["n_events"], 30_000)}})
-                                        for s in specs)
-    norm = sr.fit_normalization(evs)
-    if recipe.get("nab"):
-        norm = sr.merge_normalization(norm, sr.fit_normalization(sr.nab_probation_events()))
-    norm["fitted_on"] = "synthetic stage data (first 30k events per spec); NAB 'value': probationary 15% of each series"
-    return norm
+# -- evaluation -----------------------------------------------------------------------------
 
 
-# -- NAB through the worker path -------------------------------------------------------------
-
-
-def _nab_job(job: tuple[str, list[Any], int, int, str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    bundle_dir, corpus, threads, batch, precision = job
-    novelty: dict[str, np.ndarray] = {}
-    scores = nab_scores(bundle_dir, corpus, threads=threads, batch=batch, precision=precision, workers=1,
-                        novelty_out=novelty, log=lambda m: None)
-    return scores, novelty
-
-
-def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, threads: int = 1, batch: int = 256,
-               precision: str = "fp32", workers: int | None = 1, novelty_out: dict[str, np.ndarray] | None = None,
-               log: Log = _log) -> dict[str, np.ndarray]:
-    """Per-series scores of a bundle on NAB, event by event as the worker would score them.
-
-    ``workers`` > 1 scores disjoint sets of series in that many processes (each series is its
-    own asset with its own window, so the scores are the same). ``novelty_out``, if given, is
-    filled with the encoding's ``novelty`` feature per row: the label-free teacher's own scores,
-    the reference the model is compared with.
-    """
-    from models import nab
+def score_encoded(bundle_dir: str | Path, data: sd.Encoded, threads: int = 1, batch: int = 256) -> np.ndarray:
+    """Scores of encoded rows through the bundle's ONNX graph and calibration (the worker's scorer)."""
     from streamer.bundle import load_bundle
-    from streamer.intake import Intake, Item
-    from streamer.scorer import Scorer
+    from streamer.scorer import make_scorer
 
-    corpus = list(corpus) if corpus is not None else nab.load_corpus()
-    workers = default_workers() if workers is None else workers
-    if workers > 1 and len(corpus) > 1:
-        t0 = time.perf_counter()
-        shares: list[list[Any]] = [[] for _ in range(workers)]
-        sizes = [0] * workers
-        for s in sorted(corpus, key=lambda s: -len(s.ts)):  # longest first, each to the lightest share
-            k = sizes.index(min(sizes))
-            shares[k].append(s)
-            sizes[k] += len(s.ts)
-        jobs = [(str(bundle_dir), sh, threads, batch, precision) for sh in shares if sh]
-        merged: dict[str, np.ndarray] = {}
-        for part, nov in parallel_map(_nab_job, jobs, len(jobs)):
-            merged.update(part)
-            if novelty_out is not None:
-                novelty_out.update(nov)
-        log(f"NAB: scored {sum(sizes)} events in {time.perf_counter() - t0:.0f}s ({len(jobs)} processes)")
-        return {s.name: merged[s.name] for s in corpus}
-    bundle = load_bundle(bundle_dir, precision=precision)
-    scorer = Scorer(bundle, "cpu", precision, threads)
-    out: dict[str, np.ndarray] = {}
-    t0 = time.perf_counter()
-    for s in corpus:
-        intake = Intake(bundle)  # fresh windows per series (each is its own asset anyway)
-        texts: list[str] = []
-        nov: list[float] = []
-        for i, ev in enumerate(nab.to_events(s, with_labels=False)):
-            item = intake.accept("nab", 0, i, orjson.dumps(ev))
-            if not isinstance(item, Item):
-                raise ValueError(f"NAB {s.name} row {i}: rejected by the bundle: {item.error}")
-            texts.append(item.inputs)
-            nov.append(float(item.feats.get("novelty", 0.0)))
-        if novelty_out is not None:
-            novelty_out[s.name] = np.asarray(nov)
-        sc = np.empty(len(texts))
-        for b in range(0, len(texts), batch):
-            sc[b : b + batch] = scorer.score_texts(texts[b : b + batch])[0]
-        out[s.name] = sc
-    log(f"NAB: scored {sum(len(v) for v in out.values())} events in {time.perf_counter() - t0:.0f}s")
+    bundle = load_bundle(bundle_dir)
+    scorer = make_scorer(bundle, "cpu", "fp32", threads)
+    out = np.zeros(len(data))
+    for idx, _ in _type_batches(data, batch):
+        out[idx] = scorer.score_batch([data.inputs[i] for i in idx]).scores
     return out
 
 
-def nab_report(scores: Mapping[str, Sequence[float]], corpus: Sequence[Any] | None = None,
-               novelty: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
-    """NAB results per profile (normalized score, raw, threshold) for the card.
-
-    With ``novelty`` (the teacher's scores), its results are reported beside the model's: the
-    model learned from that teacher, so the pair shows what learning it kept and lost.
-    """
-    from models import nab
-
-    corpus = corpus if corpus is not None else nab.load_corpus()
-    res = nab.score_all_profiles(corpus, scores)
-    extra: dict[str, Any] = {}
-    if novelty is not None:
-        extra["teacher_profiles"] = {k: {"score": round(r.normalized, 2), "threshold": r.threshold}
-                                     for k, r in nab.score_all_profiles(corpus, novelty).items()}
-        extra["teacher"] = "the encoding's `novelty` feature scored directly (sensor_recipe.teacher grades it)"
-    std = res["standard"]
-    extra["standard_per_series"] = nab.series_breakdown(corpus, scores, "standard", std.threshold)
-    return {**extra,
-        "profiles": {k: {"score": round(r.normalized, 2), "raw": round(r.raw, 3), "threshold": r.threshold,
-                         "null_raw": round(r.null, 3), "perfect_raw": round(r.perfect, 3)} for k, r in res.items()},
-        "series": len(corpus), "windows": sum(len(s.windows) for s in corpus),
-        "held_out": NAB_POLICY,
-        "scoring": "models/nab.py: NAB v1 rules (scaled sigmoid, earliest detection per window, 15% probation "
-                   "capped at 750 rows, per-profile corpus-wide threshold optimization, 0-100 between the null and "
-                   "perfect detectors); scores from the worker's intake + ONNX path; no detection post-processing",
-        "command": "python -m models.nab --bundle streamer/bundles/sensors",
-        "references_standard": {"Numenta HTM": 70.5, "ARTime": 74.9, "KNN CAD": 58.0, "Random Cut Forest": 51.7},
-    }
+def _type_batches(data: sd.Encoded, size: int) -> Iterable[tuple[np.ndarray, None]]:
+    for rows in sd.by_type(data).values():
+        for s in range(0, len(rows), size):
+            yield np.asarray(rows[s : s + size]), None
 
 
-# -- build -----------------------------------------------------------------------------------
+def metrics(labels: Sequence[int], scores: np.ndarray, threshold: float, fault_types: Sequence[str | None]) -> dict[str, Any]:
+    from models import evaluate as ev
+
+    m = ev.metrics(list(labels), scores.tolist(), threshold)
+    y = np.asarray(labels)
+    ft = np.asarray([f or "" for f in fault_types])
+    m["per_fault_type"] = {str(k): {"events": int((ft == k).sum()), "recall": round(float((scores[ft == k] >= threshold).mean()), 4)}
+                           for k in sorted(set(ft[y == 1]) - {""})}
+    return m
 
 
-def build(
-    out: str | Path,
-    *,
-    preset: str | None = None,
-    steps_scale: float = 1.0,
-    data_scale: float = 1.0,
-    resume: str | Path | None = None,
-    base: str | Path | None = None,
-    lora: Mapping[str, Any] | None = None,
-    baselines: bool = True,
-    seed: int | None = None,
-    threads: int = 1,
-    progress: bool = True,
-    name: str | None = None,
-    version: str | None = None,
-    command: str | None = None,
-    nab: bool | None = None,
-    variants: Sequence[str] = ("fp16", "int8"),
-    measure_speed: bool = True,
-    workers: int | None = None,
-    log: Log = _log,
-    **_: Any,
-) -> dict[str, Any]:
-    """Train the sensor bundle from its recipe and write it to ``out``; returns the card.
+def _matrix(events: Sequence[Mapping[str, Any]], sensors: Sequence[str]) -> np.ndarray:
+    return np.asarray([[float(e["readings"][n]) for n in sensors] for e in events], dtype=np.float64)
 
-    ``nab``, ``variants`` and ``measure_speed`` exist so tests can build a tiny bundle in seconds.
-    ``workers``: processes for data preparation and NAB scoring (None: one per core, up to 4;
-    one for small test builds). They change wall time only, never the bundle.
-    """
+
+def baseline_report(card: Mapping[str, Any], train_events: Sequence[Mapping[str, Any]], held_normal: Sequence[Mapping[str, Any]],
+              eval_events: Sequence[Mapping[str, Any]], budgets: Mapping[str, float], seed: int = 0) -> dict[str, Any]:
+    """PCA T²+Q (per type on the training normal rows, and per asset on its own first readings) and an
+    Isolation Forest, on ``eval_events``; each at its own threshold for the type's alert budget on held-out normal rows."""
+    from models.sensor_baselines import IForest, Pca, per_asset_pca
+
+    types = card["sensor_model"]["types"]
+    by_set = {frozenset(t["sensors"]): n for n, t in types.items()}
+
+    def group(evs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[Mapping[str, Any]]]]:
+        out: dict[str, dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+        for e in evs:
+            name = by_set.get(frozenset(e["readings"]))
+            if name is not None:
+                out[name][str(e["asset_id"])].append(e)
+        return out
+
+    tr, ho, evg = group(train_events), group(held_normal), group(eval_events)
+    result: dict[str, list[np.ndarray]] = defaultdict(list)
+    labels, ftypes = [], []
+    for name, assets in evg.items():
+        sensors = types[name]["sensors"]
+        if name not in tr:
+            continue
+        x_tr = np.concatenate([_matrix(v, sensors) for v in tr[name].values()])
+        pca, forest = Pca.fit(x_tr), IForest(x_tr, seed=seed)
+        x_ho = np.concatenate([_matrix(v, sensors) for v in ho.get(name, {}).values()]) if ho.get(name) else x_tr
+        thr = {"pca_t2q": np.quantile(pca.score(x_ho), 1 - budgets[name]),
+               "iforest": np.quantile(forest.score(x_ho), 1 - budgets[name])}
+        for asset, evs in assets.items():
+            x = _matrix(evs, sensors)
+            labels.extend(int(e.get("label") or 0) for e in evs)
+            ftypes.extend(e.get("fault_type") for e in evs)
+            # each detector's score divided by its own threshold: 1.0 is its alert point
+            result["pca_t2q"].append(pca.score(x) / thr["pca_t2q"])
+            result["iforest"].append(forest.score(x) / thr["iforest"])
+            own = per_asset_pca(x)
+            fit_n = max(2 * len(sensors) + 2, min(400, len(x) // 2))
+            result["pca_t2q_per_asset"].append(own / max(float(np.quantile(own[:fit_n], 1 - budgets[name])), 1e-12))
+    out: dict[str, Any] = {}
+    for k, parts in result.items():
+        out[k] = metrics(labels, np.concatenate(parts), 1.0, ftypes)
+    out["fitted_on"] = ("pca_t2q and iforest: the training part of the same normal rows, per asset type (alert "
+                        "threshold at the type's budget on the held-out normal rows); pca_t2q_per_asset: each evaluated "
+                        "asset's own first min(400, half) readings (threshold from those readings)")
+    return out
+
+
+# -- the shared core --------------------------------------------------------------------------
+
+HELD_INJECTED_ROWS = 4000  # held-out rows with injected faults wanted for selection and the report
+SELECTION_ROWS = 8000  # rows the classifier's selection metric is computed on during training
+
+
+def injected_copies(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[str, Any]], seed: int, fault_rate: float,
+                    rows: int = HELD_INJECTED_ROWS) -> list[dict[str, Any]]:
+    """Each asset's stream (training rows, then held-out rows) with faults injected into the held-out rows only,
+    in as many copies (own seeds, own asset ids) as it takes to reach ``rows`` held-out rows: a small held-out
+    set (the Tennessee Eastman protocol leaves 100 readings) would otherwise hold no fault to choose and report on.
+    Held-out rows are marked ``_held``; they are scored as the continuation of their asset's stream."""
+    from streamer.synth.sensors import inject_faults
+
+    copies = max(1, min(20, -(-rows // max(1, len(held)))))
+    out: list[dict[str, Any]] = []
+    for k in range(copies):
+        tag = (lambda e: {**e, "asset_id": f"{e['asset_id']}~{k}", "event_id": f"{e['event_id']}~{k}"}) if k else dict
+        out.extend({**tag(e), "label": 0, "fault_type": None} for e in train)
+        for e in inject_faults([tag(e) for e in held], seed=seed + 1000 * k, fault_rate=fault_rate, min_history=0):
+            out.append({**e, "_held": True})
+    out.sort(key=lambda e: e["ts"])
+    return out
+
+
+def held_rows(data: sd.Encoded, events: Sequence[Mapping[str, Any]]) -> sd.Encoded:
+    """The rows of ``data`` (encoded from ``events``) that are held out."""
+    return data.take([i for i, e in enumerate(events) if e.get("_held")])
+
+
+def _new_rows_from_trained(model: Any, slots: Mapping[str, int], trained: set[int]) -> None:
+    """Start new sensor names' embedding rows at the mean of the trained ones (a generic sensor)."""
     import torch
 
-    from models import classifier as clf
-    from models import evaluate as ev
-    from models import recipes
-    from models import tokenizer as tk
-    from models.bundle import VARIANT_FILES, git_commit, serving_fields, write_bundle, write_card
-    from models.pipeline import evaluate_model_on, export_and_check, speed
-    from models.train import Stage, TrainConfig, resolve_threads, train
+    new = [i for i in slots.values() if i not in trained]
+    old = sorted(trained)
+    if not new or not old:
+        return
+    with torch.no_grad():
+        for table in (model.sensor.weight, model.direction):
+            table[new] = table[old].mean(0, keepdim=True).expand(len(new), *table.shape[1:]).clone()
+
+
+def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_events: list[dict[str, Any]], *,
+               model: Any, cfg: Any, inject: Mapping[str, Any], false_alarms_per_day: float, out: Path,
+               resume: str | Path | None, log: Log) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Encode, train, calibrate: the steps build and fine-tune share. Returns (training summary, calibration report, sets)."""
+    from models import sensor_train as st
+    from streamer.synth.sensors import inject_faults
+
+    t0 = time.perf_counter()
+    types = card["sensor_model"]["types"]
+    train_n = sd.encode(train_events, card, source="training normal")
+    train_i = sd.encode(list(inject_faults(train_events, seed=int(inject["seed"]), fault_rate=float(inject["fault_rate"]))),
+                        card, source="training with injected faults")
+    # held-out rows are scored as the continuation of their asset's stream (its baseline already formed)
+    stream = sorted([dict(e) for e in train_events] + [{**e, "_held": True} for e in held_events], key=lambda e: e["ts"])
+    held_n = held_rows(sd.encode(stream, card, source="held-out normal"), stream)
+    held_inj_events = injected_copies(train_events, held_events, int(inject["seed"]) + 1, float(inject["fault_rate"]))
+    held_i = held_rows(sd.encode(held_inj_events, card, source="held-out with injected faults"), held_inj_events)
+    log(f"data: {len(train_n)} normal training rows ({sum(train_i.labels)} injected fault rows), "
+        f"{len(held_n)} held-out normal in {time.perf_counter() - t0:.0f}s")
+    pools = st.pools(train_n, train_i, card, min_base=16)
+    step = max(1, len(held_i) // SELECTION_ROWS)
+    sel = held_i.take(list(range(0, len(held_i), step)))  # an evenly spread subsample: selection runs often
+    val_y = np.asarray(sel.labels)
+
+    def select(m: Any) -> float:
+        o = st.outputs(m, sel, card)
+        return _auprc(val_y, o["logit"]) or 0.0
+
+    summary = st.train(model, pools, cfg, select=select if val_y.sum() else None, checkpoint_dir=out / ".train",
+                       resume=resume, log=log)
+    budgets = {n: alert_budget(types[n]["cadence_ms"], false_alarms_per_day) for n in types}
+    report = calibrate(card, st.outputs(model, held_n, card), held_n, st.outputs(model, held_i, card), held_i, budgets, log)
+    return summary, report, {"held_injected": held_i, "held_injected_events": [e for e in held_inj_events if e.get("_held")],
+                             "held_normal": held_n,
+                             "budgets": budgets, "train_rows": len(train_n)}
+
+
+def _finish(out: Path, card: dict[str, Any], model: Any, held: sd.Encoded, variants: Sequence[str], measure_speed: bool,
+            log: Log) -> dict[str, Any]:
+    """Export, check parity, measure speed, write the bundle; returns the checks."""
+    from models.bundle import CHECKPOINT_DIR, VARIANT_FILES, write_card
+    from models.sensor_export import export_all, throughput
+
+    out.mkdir(parents=True, exist_ok=True)
+    graphs, checks = export_all(model, out, held.inputs, card, variants, log)
+    if measure_speed:
+        batch = enc.stack(held.inputs[:64], card)
+        for name, g in graphs.items():
+            checks[name]["events_per_s_b64_1thread"] = round(throughput(g, batch), 1)
+    ck = out / CHECKPOINT_DIR
+    if ck.exists():
+        shutil.rmtree(ck)
+    ck.mkdir(parents=True)
+    save_checkpoint(model, ck)
+    card["variants"] = {k: VARIANT_FILES[k] for k in graphs}
+    card["variant_checks"] = _round(checks)
+    write_card(out, card)
+    from streamer.bundle import load_bundle
+
+    for name in graphs:
+        load_bundle(out, precision=name)  # a bundle the worker would refuse fails here
+    return checks
+
+
+def save_checkpoint(model: Any, path: Path) -> None:
+    """Torch weights and the architecture needed to rebuild the model (for fine-tuning from this bundle)."""
+    import orjson
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_bytes(orjson.dumps({"backbone": orjson.loads(model.config.to_json_string()), "slots": model.slots,
+                                                     "channels": model.channels, "embed": model.embed_dim,
+                                                     "torch": torch.__version__}, option=orjson.OPT_INDENT_2))
+
+
+def load_checkpoint(path: Path) -> Any:
+    import orjson
+    from safetensors.torch import load_file
+    from transformers import DeepseekV3Config
+
+    from models.sensor_model import SensorNet
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no config.json: this bundle has no torch checkpoint to fine-tune from")
+    cfg = orjson.loads((path / "config.json").read_bytes())
+    if "backbone" not in cfg:
+        raise ValueError(f"{path}: a checkpoint of another model (not the sensor-v5 window model); rebuild the base "
+                         "bundle with `streamer model train --kind sensor`")
+    model = SensorNet(DeepseekV3Config(**cfg["backbone"]), slots=cfg["slots"], channels=cfg["channels"], embed=cfg["embed"])
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.eval()
+
+
+# -- build ------------------------------------------------------------------------------------
+
+
+def build(out: str | Path, *, preset: str | None = None, steps_scale: float = 1.0, data_scale: float = 1.0,
+          resume: str | Path | None = None, seed: int | None = None, threads: int = 1, progress: bool = True,
+          name: str | None = None, version: str | None = None, command: str | None = None, nab: bool | None = None,
+          variants: Sequence[str] = ("fp16", "int8"), measure_speed: bool = True, baselines: bool = True,
+          log: Log = _log, **_: Any) -> dict[str, Any]:
+    """Train the shipped sensor bundle from its recipe into ``out``; returns the card."""
+    from models.bundle import git_commit, write_card
+    from models.sensor_model import architecture
+    from models.sensor_model import build as build_net
+    from models.sensor_train import SensorTrainConfig
+    from models.train import resolve_threads
+    from streamer.synth.sensors import generate
 
     t_start = time.perf_counter()
-    recipe = recipes.get("sensor")
-    threads = resolve_threads(threads)  # recorded in the card as used
-    version = version or recipe.get("version", "1.0.0")
+    recipe = dict(sr.RECIPE)
+    threads = resolve_threads(threads)
+    seed = recipe["seed"] if seed is None else seed
     use_nab = recipe.get("nab", False) if nab is None else nab
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seed = recipe["seed"] if seed is None else seed
-    preset = preset or recipe["preset"]
-    window = dict(enc.WINDOW)
 
-    def scaled(specs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        res = []
-        for s in specs:
-            if "nab_inject" in s and not use_nab:
-                continue
-            s = dict(s)
-            if "synth" in s and data_scale != 1.0:
-                s["synth"] = {**s["synth"], "n_events": max(500, int(s["synth"]["n_events"] * data_scale))}
-            res.append(s)
-        return res
+    def scaled(spec: Mapping[str, Any]) -> dict[str, Any]:
+        s = {"synth": dict(spec["synth"])}
+        s["synth"]["n_events"] = max(600, int(s["synth"]["n_events"] * data_scale))
+        return s
 
-    t0 = time.perf_counter()
-    norm = default_normalization({**recipe, "nab": use_nab})
-    card_ctx = {"name": name or "sensors-deepseek", "version": version, "window": window, "normalization": norm}
-    nab_limit = None if data_scale >= 1.0 else max(2000, int(365_000 * data_scale))
-    if workers is None:
-        workers = default_workers(data_scale)
-    jobs: list[tuple[Mapping[str, Any], Mapping[str, Any], int | None]] = []
-    stage_specs = [(st, scaled(st["data"])) for st in recipe["stages"]]
-    for _, specs in stage_specs:
-        jobs += [(s, card_ctx, nab_limit if "nab_inject" in s else None) for s in specs]
-    eval_sets = {"validation": scaled(recipe["validation"]), "test": scaled(recipe["test"]),
-                 "test_small": recipe.get("test_small") or []}
-    for specs in eval_sets.values():
-        jobs += [(s, card_ctx, None) for s in specs]
-    done = iter(prepare_many(jobs, workers))
-    stage_splits = []  # (stage, all its rows, the replay part of them)
-    replays: list[Split] = []
-    for st, specs in stage_specs:
-        parts = [next(done) for _ in specs]
-        if not specs:
-            continue
-        main, rep = Split(), Split()
-        for spec, p in zip(specs, parts):  # a spec marked "replay" is drawn at the stage's replay_fraction
-            (rep if spec.get("replay") else main).extend(p)
-        replays.append(rep)
-        main.extend(rep)
-        stage_splits.append((st, main))
-    evals: dict[str, Split] = {}
-    for key, specs in eval_sets.items():
-        evals[key] = Split()
-        for _ in specs:
-            evals[key].extend(next(done))
-    val, test = evals["validation"], evals["test"]
-    small = evals["test_small"] if eval_sets["test_small"] else None
-    t_data = time.perf_counter() - t0
-    log(f"data: {sum(len(s.labels) for _, s in stage_splits)} training rows, {len(val.labels)} validation, "
-        f"{len(test.labels)} test in {t_data:.0f}s")
-
-    tok = tk.train((t for _, s in stage_splits for t in s.texts), enc.VOCABULARY)
-    tok_path = tk.save(tok, out / "tokenizer.json")
-    tokens = TokenEncoder(tok_path, recipe["max_seq_len"], recipe["buckets"])
-    torch.manual_seed(seed)
-    init: Any = "random"
-    if base is not None:  # a local pretrained checkpoint, fine-tuned with LoRA (head trained fully), merged for export
-        model, init = clf.lora_from_base(base, lora, tokens.pad_id, tok.get_vocab_size())
-    else:
-        model = clf.build(clf.make_config(preset, tok.get_vocab_size(), tokens.pad_id, recipe["max_seq_len"]), seed=seed)
-
-    stages = []
-    for (st, split), rep in zip(stage_splits, replays):
-        steps = max(1, int(st["steps"] * steps_scale))
-        soft = any(spec.get("teacher") or spec.get("labels") == "teacher" for spec in st["data"])
-        n = len(split.labels) - len(rep.labels)  # the stage's own rows come first, its replay rows last
-        if n == 0:  # only replay data (NAB left out of a test build): train on it as the stage's own
-            n, rep = len(split.labels), Split()
-        ids = ds.token_ids(split.texts, tokens)
-        stage = Stage(name=st["name"], ids=ids[:n], labels=split.labels[:n], steps=steps,
-                      lr=st["lr"], pos_fraction=st["pos_fraction"], warmup=min(st.get("warmup", 100), max(1, steps // 5)),
-                      targets=split.targets[:n] if soft else None,
-                      summary={"data": split.sources, **({"soft_targets": "teacher"} if soft else {})})
-        if len(rep.labels):
-            stage.replay_ids, stage.replay_labels = ids[n:], split.labels[n:]
-            stage.replay_targets = split.targets[n:] if soft else None
-            stage.replay_fraction = float(st.get("replay_fraction", 0.1))
-        stages.append(stage)
-    cfg = TrainConfig(batch_size=recipe["batch_size"], seed=seed, threads=threads, progress=progress)
-    summary = train(model, stages, tokens.pad, cfg, checkpoint_dir=out / ".train", resume=resume, log=log)
-    log(f"training: {summary['wall_s']:.0f}s")
-    model = clf.merge_lora(model)
-
-    graphs, checks = export_and_check(model, out, tokens, test.texts[:2000], variants=variants, log=log)
-    val_scores = ev.score_onnx(graphs["fp32"], tokens, val.texts)
-    thresholds = ev.choose_thresholds(val.labels, val_scores, recipe.get("alert_fpr", 1e-3))
-    metrics: dict[str, Any] = {"validation": {"model": ev.metrics(val.labels, val_scores, thresholds["alert"]),
-                                              "data": val.sources}}
-    m, test_scores = evaluate_model_on(graphs["fp32"], tokens, test, thresholds)
-    metrics["test"] = {"data": test.sources, "model": m,
-                       "model_per_fault_type": per_typology(test, test_scores, thresholds["alert"])}
-    log(f"test: model AUPRC {m['auprc']:.4f} recall@0.1%FPR {m['recall_at_fpr_0.1%']:.4f}")
-    if small is not None:
-        ms, _ = evaluate_model_on(graphs["fp32"], tokens, small, thresholds)
-        metrics["test_small"] = {"data": small.sources, "model": ms,
-                                 "note": "re-evaluated by tests/test_sensor_models.py to check reproduction"}
-    for vname in graphs:
-        if vname != "fp32":
-            mv, _ = evaluate_model_on(graphs[vname], tokens, test, thresholds)
-            checks[vname]["test_metrics"] = mv
-            checks[vname]["test_metric_deltas_vs_fp32"] = {k: mv[k] - m[k] for k in ("auprc", "roc_auc", "f1", "recall")}
-    if measure_speed:
-        perf = speed(graphs, tokens, test.texts)
-        for vname in graphs:
-            checks[vname]["speed"] = perf[vname]
-
-    if baselines:
-        t0 = time.perf_counter()
-        rng = np.random.default_rng(seed)
-        x_tr = np.concatenate([s.x for _, s in stage_splits])
-        y_tr = np.concatenate([s.y for _, s in stage_splits])
-        keep = rng.choice(len(y_tr), size=min(len(y_tr), 150_000), replace=False)
-        gbt, gbt_info = ev.gbt_baseline(x_tr[keep], y_tr[keep], val.x, val.y, seed=seed, grid=ev.GBT_GRID[:1])
-        g_thr = ev.choose_thresholds(val.labels, ev.gbt_scores(gbt, val.x), recipe.get("alert_fpr", 1e-3))["alert"]
-        normal_rows = stage_splits[0][1].x[stage_splits[0][1].y == 0][:20_000]
-        hst = ev.HSTBaseline(enc.FEATURE_NAMES, normal_rows, seed=seed)
-        h_thr = ev.choose_thresholds(val.labels, hst.score_stream(val.x), recipe.get("alert_fpr", 1e-3))["alert"]
-        g = ev.gbt_scores(gbt, test.x)
-        h = hst.score_stream(test.x)
-        metrics["test"]["gbt"] = ev.metrics(test.labels, g, g_thr)
-        metrics["test"]["gbt_per_fault_type"] = per_typology(test, g, g_thr)
-        metrics["test"]["hst"] = ev.metrics(test.labels, h, h_thr)
-        metrics["test"]["hst_per_fault_type"] = per_typology(test, h, h_thr)
-        log(f"test: GBT AUPRC {metrics['test']['gbt']['auprc']:.4f} HST AUPRC {metrics['test']['hst']['auprc']:.4f}")
-        metrics["baselines"] = {"features": list(enc.FEATURE_NAMES), "gbt": gbt_info, "hst": hst.params,
-                                "trained_on": "GBT: 150k rows sampled from all curriculum rows (labels); HST: warm-up on "
-                                              "20k normal stage-one rows (no labels), then score-then-learn",
-                                "thresholds": "each at its own validation FPR 0.1% threshold",
-                                "wall_s": round(time.perf_counter() - t0, 1)}
-
-    card: dict[str, Any] = {
-        "name": card_ctx["name"],
-        "version": version,
-        "kind": "sensor",
-        **serving_fields(enc, recipe["max_seq_len"], tokens, tok, window),
-        "thresholds": thresholds,
-        "normalization": norm,
-        "architecture": {**clf.architecture(model), "preset": None if base is not None else preset, "init": init},
-        "training": {
-            "curriculum": summary["stages"], "seed": seed, "threads": threads, "batch_size": cfg.batch_size,
-            "train_wall_s": summary["wall_s"], "data_prep_s": round(t_data, 1), "build_wall_s": None,
-            "command": command, "commit": git_commit(Path(__file__).resolve().parent.parent),
-            "nab_policy": NAB_POLICY if use_nab else "NAB not used",
-            "deterministic": "torch.use_deterministic_algorithms(True); batches are a function of (seed, stage, step)",
-            "eval_specs": {"validation": recipe["validation"], "test": recipe["test"],
-                           "test_small": recipe.get("test_small")},
-        },
-        "metrics": metrics,
-        "variant_checks": checks,
-    }
-    card = {k: (v if k in ("thresholds", "normalization") else _round(v)) for k, v in card.items()}
-    write_bundle(out, graphs, tok_path, card, model=model)
+    normal: list[dict[str, Any]] = []
+    for spec in recipe["normal"]:
+        normal.extend(generate(**scaled(spec)["synth"]))
     if use_nab:
-        novelty: dict[str, np.ndarray] = {}
-        scores = nab_scores(out, threads=1, workers=workers, novelty_out=novelty, log=log)
-        card["metrics"]["nab"] = nab_report(scores, novelty=novelty)
+        normal.extend(sr.nab_normal_events())
+    normal.sort(key=lambda e: e["ts"])
+    train_ev, held_ev = split_by_asset(normal, recipe["validation_fraction"])
+    types = fit.fit_types(train_ev, warmup=recipe["warmup"], window=recipe["window"], adapt=recipe.get("adapt") or 0)
+    for tname, c in cadences(train_ev, types).items():
+        types[tname]["cadence_ms"] = c
+    slots = fit.assign_slots(types, None, recipe["slots"])
+    card = make_card(name or "sensors-deepseek", version or recipe["version"], types, slots, recipe["window"], recipe["warmup"])
+    model = build_net(preset or recipe["preset"], recipe["window"], recipe["slots"], seed=seed)
+    tr = recipe["train"]
+    cfg = SensorTrainConfig(steps=max(1, int(tr["steps"] * steps_scale)), lr=tr["lr"], batch_size=tr["batch_size"],
+                            warmup=min(tr["warmup"], max(1, int(tr["steps"] * steps_scale) // 5)),
+                            select_every=max(1, min(tr["select_every"], int(tr["steps"] * steps_scale))),
+                            seed=seed, threads=threads, progress=progress)
+    summary, report, sets = _fit_model(card, train_ev, held_ev, model=model, cfg=cfg, inject=recipe["inject"],
+                                       false_alarms_per_day=recipe["false_alarms_per_day"], out=out, resume=resume, log=log)
+    card["architecture"] = {**architecture(model), "preset": preset or recipe["preset"]}
+    card["training"] = {"normal": [sr.describe(s) for s in recipe["normal"]] + (["nab probation (15% of each series)"] if use_nab else []),
+                        "inject": recipe["inject"], "summary": summary, "seed": seed, "threads": threads,
+                        "command": command, "commit": git_commit(Path(__file__).resolve().parent.parent),
+                        "validation_fraction": recipe["validation_fraction"],
+                        "false_alarms_per_day": recipe["false_alarms_per_day"], "eval_specs": {
+                            "test": recipe["test"], "test_small": recipe["test_small"]}}
+    card["metrics"] = {"validation": report}
+    _finish(out, card, model, sets["held_normal"], variants, measure_speed, log)
+    for split in ("test", "test_small"):
+        specs = recipe[split] if data_scale >= 1.0 or split == "test_small" else [scaled(s) for s in recipe[split]]
+        evs = [e for s in specs for e in generate(**s["synth"])]
+        data = sd.encode(evs, card, source=split)
+        scores = score_encoded(out, data, threads)
+        card["metrics"][split] = {"data": [sr.describe(s) for s in specs],
+                                  "model": metrics(data.labels, scores, card["thresholds"]["alert"], data.fault_types)}
+        if baselines and split == "test":
+            card["metrics"][split].update(baseline_report(card, train_ev, held_ev, evs, sets["budgets"], seed))
+        m = card["metrics"][split]["model"]
+        log(f"{split}: AUPRC {m['auprc']:.4f} F1 {m.get('f1', 0):.4f} at the alert threshold")
+    if use_nab:
+        from models.sensor_nab import nab_report, nab_scores
+
+        card["metrics"]["nab"] = nab_report(nab_scores(out, threads=1, workers=None, log=log))
         log("NAB: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in card["metrics"]["nab"]["profiles"].items()))
     card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
-    card = {**card, "variants": {k: VARIANT_FILES[k] for k in graphs}}
+    card = {k: (v if k in ("thresholds", "sensor_model") else _round(v)) for k, v in card.items()}
     write_card(out, card)
     shutil.rmtree(out / ".train", ignore_errors=True)
     log(f"bundle written to {out} in {card['training']['build_wall_s']:.0f}s")
     return card
 
 
-# -- fine-tune from normal-only data ------------------------------------------------------------
+# -- fine-tune from normal-only data ----------------------------------------------------------
 
 
-def fine_tune_sensor(
-    bundle: str | Path,
-    train_path: str | Path,
-    out: str | Path,
-    *,
-    steps: int = 400,
-    lr: float = 3e-4,
-    batch_size: int = 128,
-    pos_fraction: float = 0.3,
-    val_fraction: float = 0.2,
-    fault_rate: float = 0.08,
-    replay_events: int = 20_000,
-    lora: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    threads: int = 1,
-    progress: bool = True,
-    version_suffix: str = "ft",
-    command: str | None = None,
-    variants: Sequence[str] = ("fp16", "int8"),
-    log: Log = _log,
-    **_: Any,
-) -> dict[str, Any]:
-    """Adapt a sensor bundle to a user's normal-only readings (sensor names may be new).
-
-    1. fit normalization (fleet-wide and per asset) on the training part and add it to the card,
-       so the encoding accepts the new sensor names;
-    2. inject synthetic faults into the user's stream (``inject_faults``: scaled to each asset's own
-       spread) -- the data as it is is "normal", the injected readings are "faulty";
-    3. fine-tune from the bundle's checkpoint, with a replay of synthetic fleets against forgetting;
-    4. re-pick thresholds on the newest ``val_fraction`` of the stream (time-ordered: the future never trains).
-    """
-    from transformers import DeepseekV3ForSequenceClassification
-
-    from models import classifier as clf
-    from models import evaluate as ev
-    from models.bundle import CHECKPOINT_DIR, VARIANT_FILES, git_commit, read_card, write_bundle
-    from models.pipeline import export_and_check
-    from models.train import Stage, TrainConfig, resolve_threads, train
-    from streamer.bundle import load_bundle
-    from streamer.synth.sensors import inject_faults
+def read_normal(path: str | Path) -> list[dict[str, Any]]:
+    """Contract-valid sensor events from a JSONL file; a bad row is an error naming it and its field."""
+    from models.dataset import DataError, read_jsonl
     from streamer.validation import Invalid, check_sensor
 
-    t_start = time.perf_counter()
-    threads = resolve_threads(threads)  # recorded in the card as used
-    base = load_bundle(bundle)
-    card = read_card(bundle)
-    if card.get("kind") != "sensor":
-        raise ValueError(f"{bundle}: a {card.get('kind')!r} bundle; fine_tune_sensor needs a sensor bundle")
-    ck = Path(bundle) / CHECKPOINT_DIR
-    if not (ck / "config.json").is_file():
-        raise FileNotFoundError(f"{bundle}: no {CHECKPOINT_DIR}/ with torch weights; rebuild it with `model train`")
-
-    events: list[dict[str, Any]] = []
-    for i, raw in enumerate(ds.read_jsonl(train_path), 1):
+    out = []
+    for i, raw in enumerate(read_jsonl(path), 1):
         try:
             e = check_sensor(dict(raw))
         except Invalid as exc:
-            raise ds.DataError(f"{train_path}: row {i} (event_id={raw.get('event_id')!r}): {exc}") from None
-        events.append({k: v for k, v in e.items() if k != "label" or v is not None})
-    n = len(events)
-    if n < 50:
-        raise ValueError(f"{train_path}: {n} events; need at least 50 normal readings to fit and fine-tune")
-    cut = int(n * (1 - val_fraction))
+            raise DataError(f"{path}: row {i} (event_id={raw.get('event_id')!r}): {exc}") from None
+        if e.get("label") == 1:
+            raise DataError(f"{path}: row {i} (event_id={e['event_id']!r}): label 1: fine-tune takes normal running "
+                            "only; drop the faulty rows")
+        out.append({k: v for k, v in e.items() if k != "label"})
+    return out
+
+
+def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path, *, steps: int = 600, lr: float = 1e-3,
+                     batch_size: int = 64, val_fraction: float = 0.2, fault_rate: float = 0.08, seed: int = 0,
+                     threads: int = 0, progress: bool = True, version_suffix: str = "ft", command: str | None = None,
+                     warmup_readings: int | None = None, false_alarms_per_day: float = 1.0,
+                     resume: str | Path | None = None, variants: Sequence[str] = ("fp16", "int8"),
+                     measure_speed: bool = True, baselines: bool = True, log: Log = _log, **_: Any) -> dict[str, Any]:
+    """Adapt the base sensor bundle to a user's normal-only readings (asset types and sensor names may be new)."""
+    from models.bundle import CHECKPOINT_DIR, git_commit, read_card, write_card
+    from models.dataset import DataError
+    from models.sensor_model import architecture
+    from models.sensor_train import SensorTrainConfig
+    from models.train import resolve_threads
+
+    t_start = time.perf_counter()
+    threads = resolve_threads(threads)
+    base = read_card(bundle)
+    if base.get("kind") != "sensor" or base.get("encoding_version") != enc.ENCODING_VERSION:
+        raise ValueError(f"{bundle}: a {base.get('kind')!r} bundle with encoding {base.get('encoding_version')!r}; "
+                         f"fine-tune needs a sensor bundle of encoding {enc.ENCODING_VERSION!r}")
+    model = load_checkpoint(Path(bundle) / CHECKPOINT_DIR)
+    events = read_normal(train_path)
+    if len(events) < fit.MIN_READINGS:
+        raise DataError(f"{train_path}: {len(events)} events; need at least {fit.MIN_READINGS} normal readings")
+    sm = base["sensor_model"]
+    warm = int(warmup_readings or sm.get("warmup", enc.DEFAULT_WARMUP))
+    train_ev, held_ev = split_by_asset(events, val_fraction)
     try:
-        fitted = sr.fit_normalization(events[:cut], per_asset=True)
-    except sr.NormalizationError as exc:
-        raise ValueError(f"{train_path}: {exc}") from None
-    new_names = sorted(set(fitted["sensors"]) - set((card.get("normalization") or {}).get("sensors") or {}))
-    norm = sr.merge_normalization(card.get("normalization"), fitted)
-    norm["fitted_on"] = f"{(card.get('normalization') or {}).get('fitted_on', 'base')}; fine-tune: first {cut} events of {train_path}"
-    new_card = {**card, "normalization": norm}
-    log(f"fitted normalization for {len(fitted['sensors'])} sensors ({len(new_names)} new: {new_names[:8]}"
-        f"{'...' if len(new_names) > 8 else ''}) over {len(fitted.get('assets', {}))} assets")
+        types = fit.fit_types(train_ev, warmup=warm, window=int(sm["window"]), existing=sm.get("types"))
+    except fit.FitError as exc:
+        raise DataError(f"{train_path}: {exc}") from None
+    for tname, c in cadences(train_ev, types).items():
+        types[tname]["cadence_ms"] = c
+    trained = set(sm["slots"].values())
+    slots = fit.assign_slots(types, sm["slots"], model.slots)
+    _new_rows_from_trained(model, slots, trained)
+    new_names = sorted(set(slots) - set(sm["slots"]))
+    found = ", ".join(f"{n} ({len(t['sensors'])} sensors, {t['assets']} assets, {t['readings']} readings)" for n, t in types.items())
+    log(f"asset types: {found}; {len(new_names)} new sensor names")
+    card = make_card(base["name"], f"{base['version']}+{version_suffix}", types, slots, int(sm["window"]), warm)
+    out = Path(out)
+    cfg = SensorTrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup=min(50, max(1, steps // 5)),
+                            select_every=max(1, min(100, steps)), seed=seed, threads=threads, progress=progress)
+    try:
+        summary, report, sets = _fit_model(card, train_ev, held_ev, model=model, cfg=cfg,
+                                           inject={"seed": seed + 11, "fault_rate": fault_rate},
+                                           false_alarms_per_day=false_alarms_per_day, out=out, resume=resume, log=log)
+    except fit.FitError as exc:
+        raise DataError(f"{train_path}: {exc}") from None
+    card["architecture"] = {**architecture(model), "init": f"fine-tuned from {base['name']}@{base['version']}"}
+    card["training"] = {"base": f"{base['name']}@{base['version']}", "data": str(train_path), "summary": summary,
+                        "seed": seed, "threads": threads, "command": command, "new_sensors": new_names,
+                        "commit": git_commit(Path(__file__).resolve().parent.parent), "validation_fraction": val_fraction,
+                        "false_alarms_per_day": false_alarms_per_day, "inject": {"seed": seed + 11, "fault_rate": fault_rate},
+                        "rows": {"train": sets["train_rows"], "held_out": len(sets["held_normal"])}}
+    held_i = sets["held_injected"]
+    card["metrics"] = {"validation": report, "base_metrics": {"note": f"metrics of the base bundle {base['name']}@{base['version']}",
+                                                              **{k: v for k, v in (base.get("metrics") or {}).items() if k != "nab"}}}
+    _finish(out, card, model, sets["held_normal"], variants, measure_speed, log)
+    scores = score_encoded(out, held_i, threads)
+    heldm: dict[str, Any] = {"data": f"newest {val_fraction:.0%} of each asset's rows of {train_path}, faults injected "
+                                     f"(seed {seed + 11}, fault rate {fault_rate})",
+                             "model": metrics(held_i.labels, scores, card["thresholds"]["alert"], held_i.fault_types)}
+    if baselines:
+        heldm.update(baseline_report(card, train_ev, held_ev, sets["held_injected_events"], sets["budgets"], seed))
+    card["metrics"]["held_out_injected"] = heldm
+    card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
+    card = {k: (v if k in ("thresholds", "sensor_model") else _round(v)) for k, v in card.items()}
+    write_card(out, card)
+    shutil.rmtree(out / ".train", ignore_errors=True)
+    log(f"fine-tuned sensor bundle written to {out} in {card['training']['build_wall_s']:.0f}s")
+    return card
 
-    injected = list(inject_faults(events, seed=seed, fault_rate=fault_rate))
-    for e, src in zip(injected, events):  # readings the user labelled as faults stay faults
-        if src.get("label") == 1:
-            e["label"] = 1
-    texts, labels, types = [], [], []
-    for r, e in zip(ds.rows(injected, enc, new_card, source=str(train_path)), injected):
-        texts.append(r.text)
-        labels.append(int(r.label or 0))
-        types.append(e.get("fault_type"))
-    train_split = Split(texts[:cut], labels[:cut], [], types[:cut], [str(train_path)])
-    val = Split(texts[cut:], labels[cut:], [], types[cut:], [str(train_path)])
-    ids = ds.token_ids(train_split.texts, base.tokens)
-    y = list(train_split.labels)
-    replay = None
-    if replay_events:
-        spec = {"synth": {"n_events": replay_events, "seed": 9000 + seed, "fault_rate": 0.04, "n_assets": 12}}
-        rep = prepare([spec], new_card)
-        ids += ds.token_ids(rep.texts, base.tokens)
-        y += rep.labels
-        replay = {"data": rep.sources, "rows": len(rep.labels), "positives": int(sum(rep.labels))}
 
-    model = DeepseekV3ForSequenceClassification.from_pretrained(ck, attn_implementation="eager")
-    model = clf.use_dense_experts(model)
-    if lora:
-        model = clf.add_lora(model, **dict(lora))
-    stage = Stage(name="fine-tune", ids=ids, labels=y, steps=steps, lr=lr, pos_fraction=pos_fraction,
-                  warmup=min(50, max(1, steps // 5)),
-                  summary={"data": f"{train_path} with injected faults (fault_rate={fault_rate}, seed={seed})",
-                           "replay": replay})
-    summary = train(model, [stage], base.tokens.pad, TrainConfig(batch_size=batch_size, seed=seed, threads=threads,
-                                                                  progress=progress),
-                    checkpoint_dir=Path(out) / ".train", log=log)
-    model = clf.merge_lora(model)
-    graphs, checks = export_and_check(model, Path(out), base.tokens, texts[:2000], variants=variants, log=log)
-    val_scores = ev.score_onnx(graphs["fp32"], base.tokens, val.texts)
-    target_fpr = card["thresholds"].get("target_fpr", 1e-3)
-    thresholds = ev.choose_thresholds(val.labels, val_scores, target_fpr)
-    thresholds["chosen_on"] = f"newest {val_fraction:.0%} of {train_path} (injected faults as positives)"
-    metrics = {"validation": {"model": ev.metrics(val.labels, val_scores, thresholds["alert"]),
-                              "model_per_fault_type": per_typology(val, val_scores, thresholds["alert"]),
-                              "data": f"newest {val_fraction:.0%} of {train_path}, synthetic faults injected "
-                                      f"(seed={seed}, fault_rate={fault_rate})"},
-               "base_metrics": {"note": f"metrics of the base bundle {card['name']}@{card['version']}, "
-                                        "not re-measured after fine-tuning", **(card.get("metrics") or {})}}
-    out_card = dict(new_card)
-    out_card.update(
-        version=f"{card['version']}+{version_suffix}",
-        thresholds=thresholds,
-        metrics=_round(metrics),
-        variant_checks=_round(checks),
-        architecture={**clf.architecture(model), "init": f"fine-tuned from {card['name']}@{card['version']}",
-                      "lora": dict(lora) if lora else None},
-        training={
-            "base": f"{card['name']}@{card['version']}", "base_training": card.get("training", {}).get("curriculum"),
-            "curriculum": _round(summary["stages"]), "seed": seed, "threads": threads,
-            "train_wall_s": summary["wall_s"], "command": command,
-            "commit": git_commit(Path(__file__).resolve().parent.parent),
-            "build_wall_s": round(time.perf_counter() - t_start, 1),
-            "new_sensors": new_names,
-            "rows": {"train": len(train_split.labels), "validation": len(val.labels),
-                     "train_positives_injected": int(sum(train_split.labels))},
-        },
-    )
-    write_bundle(out, graphs, Path(bundle) / "tokenizer.json", out_card, model=model)
-    shutil.rmtree(Path(out) / ".train", ignore_errors=True)
-    log(f"fine-tuned sensor bundle written to {out}")
-    return {**out_card, "variants": {k: VARIANT_FILES[k] for k in graphs}}
+def evaluate_bundle(bundle_dir: str | Path, data: Sequence[str | Path] | None = None, split: str = "test_small",
+                    precision: str = "fp32", threads: int = 1) -> dict[str, Any]:
+    """Model metrics of a sensor bundle through the worker's scorer (``streamer model evaluate``).
+
+    ``data``: labelled JSONL files (each its own stream); else the card's ``split``
+    regenerated from its recorded synthetic spec (what ``--check`` compares with the card).
+    """
+    from models.bundle import read_card
+    from models.dataset import read_jsonl
+    from streamer.synth.sensors import generate
+
+    card = read_card(bundle_dir)
+    if precision != "fp32":
+        raise ValueError("the sensor scorer serves the fp32 graph on CPU; --precision fp16/int8 are GPU variants")
+    if data:
+        streams = [(str(p), list(read_jsonl(p))) for p in data]
+    else:
+        specs = ((card.get("training") or {}).get("eval_specs") or {}).get(split)
+        if not specs:
+            raise ValueError(f"{bundle_dir}: the card records no {split!r} spec; pass --data FILE.jsonl")
+        streams = [(sr.describe(sp), list(generate(**sp["synth"]))) for sp in specs]
+    enc_all, sources = sd.Encoded(), []
+    for src, evs in streams:
+        enc_all.extend(sd.encode(evs, card, source=src))
+        sources.append(src)
+    scores = score_encoded(bundle_dir, enc_all, threads)
+    return {"data": sources, "model": metrics(enc_all.labels, scores, card["thresholds"]["alert"], enc_all.fault_types)}
+
+
+def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, variants: Sequence[str] = ("fp16", "int8"),
+                  log: Log = _log) -> dict[str, Any]:
+    """Re-export a sensor bundle's graphs from its torch checkpoint (``streamer model export``)."""
+    from models.bundle import CHECKPOINT_DIR, read_card
+    from streamer.synth.sensors import generate
+
+    src = Path(bundle_dir)
+    dst = Path(out or src)
+    card = read_card(src)
+    model = load_checkpoint(src / CHECKPOINT_DIR)
+    if dst != src:
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+    specs = ((card.get("training") or {}).get("eval_specs") or {}).get("test_small")
+    if specs:
+        evs = [e for sp in specs for e in generate(**sp["synth"])]
+        rows = sd.encode([e for e in evs if frozenset(e["readings"]) in enc.spec(card).by_set], card, source="export")
+    else:
+        rows = sd.Encoded()
+    if not len(rows):
+        raise ValueError(f"{src}: no rows to check the export on (the card records no test_small spec of its types)")
+    _finish(dst, card, model, rows, variants, True, log)
+    return card["variant_checks"]
+
+
+def evaluate_events(bundle_dir: str | Path, events: Sequence[Mapping[str, Any]], threads: int = 1) -> dict[str, Any]:
+    """Model metrics of a bundle on labelled events (``streamer model evaluate --data``)."""
+    from models.bundle import read_card
+
+    card = read_card(bundle_dir)
+    data = sd.encode(events, card, source="evaluation data")
+    scores = score_encoded(bundle_dir, data, threads)
+    return {"model": metrics(data.labels, scores, card["thresholds"]["alert"], data.fault_types)}
+
+

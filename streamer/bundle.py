@@ -41,7 +41,7 @@ class BundleError(ValueError):
 class Bundle:
     path: Path
     card: dict[str, Any]
-    tokens: TokenEncoder
+    tokens: TokenEncoder | None  # None for a model with numeric inputs (``card["inputs"]`` has no input_ids)
     model_path: Path
     encoding: Any = field(repr=False)
 
@@ -86,7 +86,7 @@ def load_card(path: Path) -> dict[str, Any]:
         card = orjson.loads(card_path.read_bytes())
     except orjson.JSONDecodeError as exc:
         raise BundleError(f"{card_path}: not valid JSON: {exc}") from None
-    for key in ("name", "version", "kind", "encoding_version", "max_seq_len", "thresholds"):
+    for key in ("name", "version", "kind", "encoding_version", "thresholds"):
         if key not in card:
             raise BundleError(f"{card_path}: missing field {key!r}")
     if "alert" not in card["thresholds"]:
@@ -115,6 +115,12 @@ def load_bundle(path: str | Path, precision: str = "fp32") -> Bundle:
     model_path = path / variants[precision]
     if not model_path.is_file():
         raise BundleError(f"{path}: {variants[precision]} is missing")
+    if "input_ids" not in (card.get("inputs") or ["input_ids"]):
+        check = getattr(encoding, "check_card", None)
+        problem = check(card) if check is not None else None
+        if problem:
+            raise BundleError(f"{path}: {problem}")
+        return Bundle(path=path, card=card, tokens=None, model_path=model_path, encoding=encoding)
     tok_path = path / "tokenizer.json"
     if not tok_path.is_file():
         raise BundleError(f"{path}: tokenizer.json is missing")

@@ -46,16 +46,17 @@ async def _kafka_checks(settings: Settings) -> list[tuple[str, str, str]]:
 
 def _bundle_checks(paths: list[str]) -> list[tuple[str, str, str]]:
     from streamer.bundle import BundleError, load_bundle
-    from streamer.scorer import Scorer
+    from streamer.scorer import make_scorer
 
     out = []
     for p in paths:
         try:
             b = load_bundle(p)
-            sc = Scorer(b, "cpu", "fp32", 1)
-            scores, secs = sc.score_texts(["[UNK]"] * 4)
+            sc = make_scorer(b, "cpu", "fp32", 1)
+            probe = sc.probe_inputs()
+            secs = sc.score_batch(probe).seconds
             m = b.card.get("metrics", {})
-            out.append((OK, f"bundle {p}", f"{b.model_id} ({b.kind}), runs: 4 rows in {secs * 1000:.1f} ms; variants {sorted((b.card.get('variants') or {}).keys())}; metrics {', '.join(f'{k}={v}' for k, v in list(m.items())[:3] if isinstance(v, (int, float)))}"))
+            out.append((OK, f"bundle {p}", f"{b.model_id} ({b.kind}), runs: {len(probe)} rows in {secs * 1000:.1f} ms; variants {sorted((b.card.get('variants') or {}).keys())}; metrics {', '.join(f'{k}={v}' for k, v in list(m.items())[:3] if isinstance(v, (int, float)))}"))
         except BundleError as exc:
             out.append((FAIL, f"bundle {p}", str(exc)))
         except Exception as exc:  # noqa: BLE001

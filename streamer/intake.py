@@ -49,7 +49,7 @@ class Intake:
         self.bundle = bundle
         self.encoding = bundle.encoding
         # token models take the encoding's words; an encoding with numeric inputs defines model_input
-        self.model_input = getattr(self.encoding, "model_input", self.encoding.text)
+        self.model_input = getattr(self.encoding, "model_input", None) or self.encoding.text
         self.validate = VALIDATORS[self.kind]
         self.entity_field = KIND_ENTITY[self.kind]
         trained = bundle.card.get("window") or getattr(self.encoding, "WINDOW", {})

@@ -284,6 +284,10 @@ class Scorer:
             scores = self.run(ids, mask)
         return scores, time.perf_counter() - t0
 
+    def probe_inputs(self) -> list[Any]:
+        """A few valid inputs (for health checks that run the model without events)."""
+        return ["[UNK]"] * 4
+
     def score_batch(self, inputs: Sequence[Any]) -> Scored:
         """What the pipeline calls: scores for a batch of ``Item.inputs`` (here: texts)."""
         scores, secs = self.score_texts(inputs)
@@ -310,4 +314,8 @@ def make_scorer(bundle: Bundle, device: str = "auto", precision: str = "auto", t
                 trt_cache_dir: str = ".cache/trt") -> Any:
     """The scorer a bundle needs: every caller (worker lanes, score-file, reload, doctor) goes through here,
     so a bundle kind with its own model inputs is served the same way everywhere."""
+    if bundle.tokens is None:  # numeric inputs (the sensor model's windows)
+        from streamer.sensor_scorer import SensorScorer
+
+        return SensorScorer(bundle, device, precision, threads, trt_cache_dir)
     return Scorer(bundle, device, precision, threads, trt_cache_dir)

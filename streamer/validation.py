@@ -238,6 +238,7 @@ def reason_code(error: str) -> str:
         ("finite", "non_finite"),
         ("expected a", "wrong_type"),
         ("unknown sensor", "unknown_sensor"),
+        ("sensor set", "sensor_set"),
         ("outside", "out_of_range"),
         ("must be", "out_of_range"),
     ):

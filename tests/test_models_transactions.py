@@ -438,7 +438,7 @@ def test_fine_tune_contract_command(tmp_path, capsys):
 
 
 def test_fine_tune_rejects_bad_rows_with_line_numbers(tmp_path):
-    from models.finetune import fine_tune
+    from models.finetune import fine_tune_labelled as fine_tune
 
     data = tmp_path / "bad.jsonl"
     good = next(iter(generate(1, seed=1)))

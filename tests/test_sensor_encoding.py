@@ -1,172 +1,185 @@
-"""Sensor encoding (streamer/encoding/sensors.py): features, words, state, checks, reasons."""
+"""The sensor-v5 encoding: asset types, each asset's own normal, the window, the relation statistics, reasons."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from models import dataset as ds
+from streamer.encoding import relations
 from streamer.encoding import sensors as enc
-from streamer.synth.sensors import ASSET_TYPES, generate
-from streamer.validation import Invalid, check_sensor
+from streamer.sensor_scorer import score_components
 from streamer.windows import context, push
 
 T0 = 1_700_000_000_000
-CARD = {"name": "sx", "version": "0", "normalization": {"sensors": {
-    s.name: {"mean": s.base, "std": s.noise * 3} for specs in ASSET_TYPES.values() for s in specs}}}
+CARD = {"name": "t", "version": "1", "window": {"max_events": 8, "max_age_ms": 10**12}, "sensor_model": {
+    "window": 8, "warmup": 32, "slots": {"flow": 1, "current": 2, "temp": 3},
+    "types": {"pump": {"sensors": ["current", "flow"], "mean": [10.0, 100.0], "std": [1.0, 5.0], "between": [1.0, 5.0],
+                       # current and flow correlate at 0.95 within an asset
+                       "precision": np.linalg.inv(np.array([[1.0, 0.95], [0.95, 1.0]])).tolist()},
+              "probe": {"sensors": ["temp"], "mean": [20.0], "std": [0.5], "between": [2.0], "precision": [[1.0]]}}}}
 
 
-def ev(i: int, readings: dict, asset: str = "a1") -> dict:
-    return {"event_id": f"e{i}", "ts": T0 + i * 60_000, "asset_id": asset, "readings": dict(readings)}
-
-
-def run(readings_seq, card=CARD, asset="a1"):
-    """Encode a sequence of readings for one asset the way the worker does; returns (features, text) per event."""
-    w: list = []
+def stream(readings: list[dict[str, float]], asset: str = "p1", card: dict = CARD) -> list[tuple[dict, tuple]]:
+    """(features, model input) of each reading, through the windows exactly as the worker keeps them."""
+    win: list[dict] = []
     out = []
-    for i, r in enumerate(readings_seq):
-        e = ev(i, r, asset)
-        ctx = context(w, e["ts"], enc.WINDOW["max_events"], enc.WINDOW["max_age_ms"])
-        f = enc.features(e, ctx, card)
-        out.append((f, enc.text(e, ctx, f)))
-        rec = enc.record(e)
+    for i, r in enumerate(readings):
+        ev = {"event_id": f"e{i}", "asset_id": asset, "ts": T0 + i * 1000, "readings": dict(r)}
+        ctx = context(win, ev["ts"], 8, 10**12)
+        f = enc.features(ev, ctx, card)
+        out.append((f, enc.model_input(ev, ctx, f)))
+        rec = enc.record(ev)
         rec["o"] = i
-        w = push(w, rec, 2 * enc.WINDOW["max_events"], enc.WINDOW["max_age_ms"])
+        win = push(win, rec, 16, 10**12)
     return out
 
 
-def wave(i: int, amp: float = 1.0) -> float:
-    return 50.0 + amp * math.sin(i / 10.0) + 0.1 * ((i * 7919) % 13 - 6) / 6
+def normal_pump(n: int, seed: int = 0, level: float = 0.0) -> list[dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        load = rng.normal()
+        out.append({"current": 10 + level + load + 0.3 * rng.normal(), "flow": 100 + 5 * level + 5 * load + 1.5 * rng.normal()})
+    return out
 
 
-def test_texts_are_deterministic_fixed_length_and_in_vocabulary():
-    a = [r.text for r in ds.rows(generate(4000, seed=5, n_assets=8), enc, CARD)]
-    b = [r.text for r in ds.rows(generate(4000, seed=5, n_assets=8), enc, CARD)]
-    assert a == b
-    vocab = set(enc.VOCABULARY)
-    assert all(len(t.split()) == 31 for t in a)  # + [END] = 32 tokens, the bundle max
-    assert {w for t in a for w in t.split()} <= vocab
-    assert all(w.isalnum() for w in vocab)  # one token each under the Whitespace pre-tokenizer
+def test_check_names_unknown_sensors_and_the_type_an_event_misses():
+    assert enc.check({"readings": {"flow": 1.0, "current": 2.0}}, CARD) is None
+    unknown = enc.check({"readings": {"flow": 1.0, "flux": 2.0}}, CARD)
+    assert "unknown sensor 'flux'" in unknown and "fine-tune" in unknown
+    partial = enc.check({"readings": {"flow": 1.0}}, CARD)
+    assert "matches no asset type" in partial and "type 'pump'" in partial and "missing 'current'" in partial
 
 
-def test_vector_matches_feature_names():
-    (f, _), = run([{"temp_c": 50.0}])
-    assert len(enc.vector(f)) == len(enc.FEATURE_NAMES)
-    assert all(math.isfinite(x) for x in enc.vector(f))
+def test_an_asset_whose_sensor_set_changes_is_refused():
+    win: list[dict] = []
+    ev = {"asset_id": "p1", "ts": T0, "readings": {"flow": 100.0, "current": 10.0}}
+    enc.features(ev, win, CARD)
+    win.append(enc.record(ev))
+    with pytest.raises(enc.SensorDataError, match="sensor set of asset 'p1' changed"):
+        enc.features({"asset_id": "p1", "ts": T0 + 1, "readings": {"temp": 20.0}}, win, CARD)
 
 
-def test_unknown_sensor_is_rejected_with_its_name_and_the_fix():
-    why = enc.check(ev(0, {"temp_c": 1.0, "spindle_hz": 2.0}), CARD)
-    assert "unknown sensor 'spindle_hz'" in why and "sx@0" in why and "streamer model fine-tune" in why
-    assert enc.check(ev(0, {"temp_c": 1.0}), CARD) is None
-    per_asset = {**CARD, "normalization": {**CARD["normalization"], "assets": {"a1": {"spindle_hz": {"mean": 2, "std": 1}}}}}
-    assert enc.check(ev(0, {"spindle_hz": 2.0}, "a1"), per_asset) is None
-    assert "spindle_hz" in enc.check(ev(0, {"spindle_hz": 2.0}, "a2"), per_asset)
-    assert "unknown sensor" in enc.check(ev(0, {"x": 1.0}), {"name": "n", "version": "1"})
+def test_nan_and_inf_and_text_are_errors_naming_the_field():
+    for bad, msg in ((math.nan, "finite"), (math.inf, "finite"), ("12", "expected a number")):
+        with pytest.raises(enc.SensorDataError, match=rf"readings\.flow: .*{msg}"):
+            enc.features({"asset_id": "p", "ts": T0, "readings": {"flow": bad, "current": 1.0}}, [], CARD)
 
 
-def test_nan_and_inf_are_errors_naming_the_field():
-    with pytest.raises(enc.SensorDataError, match=r"readings\.temp_c: must be a finite number"):
-        enc.features(ev(0, {"temp_c": float("nan")}), [], CARD)
-    with pytest.raises(enc.SensorDataError, match=r"readings\.pressure_bar"):
-        enc.features(ev(0, {"temp_c": 1.0, "pressure_bar": float("inf")}), [], CARD)
-    with pytest.raises(enc.SensorDataError, match="readings: empty"):
-        enc.features(ev(0, {}), [], CARD)
-    with pytest.raises(Invalid, match=r"readings\.temp_c: must be a finite number"):
-        check_sensor({"event_id": "e", "ts": T0, "asset_id": "a", "readings": {"temp_c": float("nan")}})
+def test_window_is_deterministic_oldest_first_and_padded_at_cold_start():
+    rows = stream(normal_pump(20))
+    assert [r[1][3] for r in rows[:3]] == [1, 2, 3]  # valid steps grow from one
+    f, (ti, z, rep, valid, _) = rows[-1]
+    assert (ti, z.shape, valid) == (enc.spec(CARD).by_set[frozenset({"flow", "current"})].index, (8, 2), 8)
+    np.testing.assert_allclose(z[-1], f["z"], rtol=1e-6)
+    again = stream(normal_pump(20))
+    np.testing.assert_array_equal(again[-1][1][1], z)
 
 
-def test_spike_scores_high_and_reason_names_the_sensor():
-    seq = [{"temp_c": wave(i)} for i in range(300)] + [{"temp_c": 58.0}]
-    f, t = run(seq)[-1]
-    assert f["top1_name"] == "temp_c" and f["top1_z"] > 5 and f["top1_env"] > 0
-    assert any("temp_c" in r and "above the asset's normal" in r for r in enc.reasons(f))
-    quiet, _ = run(seq[:-1])[-1]
-    assert quiet["max_sev"] < f["max_sev"]
+def test_cold_start_judges_a_new_asset_on_the_types_spread_widened_by_how_assets_differ():
+    # an asset running 1.5 type-sigmas high is ordinary for a new asset, then becomes its own normal
+    rows = stream(normal_pump(60, seed=3, level=1.5))
+    first = abs(rows[0][0]["z"][0])
+    late = np.mean([abs(r[0]["z"][0]) for r in rows[40:]])
+    assert rows[0][0]["n_base"] == 0 and rows[-1][0]["n_base"] == 32  # frozen after the warm-up
+    assert first < 2.0 and late < 1.5
 
 
-def test_stuck_sensor_and_multi_sensor_faults():
-    base = [{"temp_c": wave(i), "pressure_bar": wave(i, 2) / 10, "flow_lpm": 300 + 3 * wave(i)} for i in range(300)]
-    stuck = base + [{**base[-1], "temp_c": 50.123} for _ in range(12)]
-    for j, r in enumerate(stuck[300:]):
-        r["pressure_bar"] = wave(300 + j, 2) / 10
-        r["flow_lpm"] = 300 + 3 * wave(300 + j)
-    f, _ = run(stuck)[-1]
-    assert any(r.startswith("temp_c stuck at 50.12 for 12 readings") for r in enc.reasons(f))
-    together = base + [{"temp_c": 70.0, "pressure_bar": 9.0, "flow_lpm": 500.0}]
-    f, t = run(together)[-1]
-    assert f["n_dev"] == 3
-    assert "3 sensors deviating together" in enc.reasons(f)
-    assert "k3" in t.split()
+def test_a_fault_during_the_warm_up_is_not_absorbed_into_the_baseline():
+    rs = normal_pump(20)
+    rs[10] = {"current": 40.0, "flow": 100.0}  # 30 sigma: gated
+    rows = stream(rs)
+    assert rows[11][0]["n_base"] == rows[10][0]["n_base"]
+    assert abs(rows[12][0]["centre"][0] - 10.0) < 1.0
 
 
-def test_long_memory_state_rides_in_records_and_survives_a_missing_state():
-    seq = [{"temp_c": wave(i)} for i in range(200)]
-    e = ev(200, {"temp_c": 50.0})
-    w = []
-    for i, r in enumerate(seq):
-        x = ev(i, r)
-        enc.features(x, w, CARD)
-        w.append(enc.record(x))
-    assert "s" in w[-1] and w[-1]["s"]["temp_c"][0] == 200.0  # readings folded into the state so far
-    f_state = enc.features(dict(e), w[-128:], CARD)
-    # a window whose records lack the state (older encoding, or record() without features()) cold-starts
-    bare = [{"ts": r["ts"], "r": r["r"]} for r in w[-128:]]
-    f_cold = enc.features(dict(e), bare, CARD)
-    assert f_cold["long_n"] == 128 and f_state["long_n"] == 200
-    assert f_cold["top1_z"] == f_state["top1_z"]  # the short-window part does not depend on the state
+def test_relation_residual_sees_a_broken_relation_no_single_sensor_shows():
+    spec = enc.spec(CARD)
+    pump = spec.by_set[frozenset({"flow", "current"})]
+    # one sigma up on both: ordinary; one up, one down: each 1 sigma, but 6 sigma from each other's prediction
+    r_same, d_same = relations.residuals(np.array([1.0, 1.0]), pump.precision)
+    r_broken, d_broken = relations.residuals(np.array([1.0, -1.0]), pump.precision)
+    assert np.abs(r_same).max() < 0.5 and np.abs(r_broken).min() > 6.0
+    assert d_broken > 20 * d_same
 
 
-def test_new_extreme_after_a_long_history_breaches_the_envelope_once():
-    seq = [{"temp_c": wave(i, 3)} for i in range(2000)] + [{"temp_c": 56.0}] * 3
-    out = run(seq)
-    envs = [f["top1_env"] for f, _ in out[-3:]]
-    assert envs[0] > 1 and envs[1] < 0.01 and envs[2] < 0.01  # the repeat is (almost) no longer outside the range
+def test_stack_mixes_asset_types_with_padding_and_computes_the_relation_statistics():
+    a = stream(normal_pump(12))
+    b = stream([{"temp": 20.0 + 0.1 * (i % 3)} for i in range(12)], asset="t1")
+    batch = enc.stack([a[-1][1], b[-1][1], a[-2][1]], CARD)
+    assert batch["values"].shape == (3, 8, 2, len(enc.CHANNELS))
+    np.testing.assert_array_equal(batch["sensor_mask"], [[1, 1], [1, 0], [1, 1]])
+    assert batch["sensor_ids"][0].tolist() == [2, 1] and batch["sensor_ids"][1].tolist() == [3, 0]
+    z = a[-1][1][1][-1].astype(np.float64)
+    pump = enc.spec(CARD).by_set[frozenset({"flow", "current"})]
+    r, d2 = relations.residuals(z, pump.precision)
+    np.testing.assert_allclose(batch["r"][0], r, rtol=1e-5)
+    assert batch["d2"][0, -1] == pytest.approx(d2 / 2, rel=1e-5)
+    assert batch["values"][1, :, 1, :].sum() == 0  # padding carries nothing
 
 
-def test_empty_window_and_short_history_use_the_card():
-    (f, t), = run([{"temp_c": 55.0 + 3 * 0.4 * 5}], card=CARD)  # card: mean 55, std 1.2
-    assert f["n_hist"] == 0 and f["top1_z"] == pytest.approx(5.0)
-    assert t.split()[6] == "w0"  # the model sees that the asset is new
+def test_repeat_flag_marks_a_stuck_sensor_and_not_the_padding():
+    rs = normal_pump(10) + [{"current": 11.0, "flow": 104.0}] * 4
+    _, (_, _, rep, _, _) = stream(rs)[-1]
+    assert rep[-3:].tolist() == [[1.0, 1.0]] * 3 and rep[0].tolist() == [0.0, 0.0]
+    _, (_, _, rep0, valid0, _) = stream(rs[:2])[-1]
+    assert valid0 == 2 and rep0.sum() == 0
 
 
-def test_constant_sensor_that_finally_moves_scores_finite_and_high():
-    seq = [{"temp_c": 20.0}] * 100 + [{"temp_c": 20.5}]
-    f, _ = run(seq)[-1]
-    assert f["top1_z"] == enc.CLIP and math.isfinite(f["max_sev"])
-
-
-def test_card_window_is_the_module_default():
-    assert set(enc.WINDOW) == {"max_events", "max_age_ms"}
-    assert enc.KIND == "sensor" and enc.ENCODING_VERSION.startswith("sensor-")
-
-
-def _daily(hours: float) -> float:
-    """A sensor with a daily rhythm: 40 at 06:00 UTC, 60 at 18:00, a little noise."""
-    return 50.0 - 10.0 * math.cos(2 * math.pi * (hours - 6.0) / 24.0) + 0.2 * math.sin(hours * 7.3)
-
-
-def test_in_range_reading_at_the_wrong_hour_is_novel_for_the_time_of_day():
-    step = 10 * 60_000  # ten days of 10-minute readings, then one more reading at 06:00 or at 18:00
-    day0 = (T0 // 86_400_000 + 1) * 86_400_000  # midnight UTC
-    w: list = []
-    for i in range(10 * 144):
-        e = {"event_id": f"e{i}", "ts": day0 + i * step, "asset_id": "a1", "readings": {"temp_c": _daily(i / 6.0)}}
-        enc.features(e, context(w, e["ts"], 128, enc.WINDOW["max_age_ms"]), CARD)
-        rec = enc.record(e)
+def test_baseline_state_rides_in_the_newest_record_and_restores_the_same_window():
+    rs = normal_pump(40)
+    win: list[dict] = []
+    for i, r in enumerate(rs[:-1]):
+        ev = {"asset_id": "p", "ts": T0 + i, "readings": r}
+        enc.features(ev, context(win, ev["ts"], 8, 10**12), CARD)
+        rec = enc.record(ev)
         rec["o"] = i
-        w = push(w, rec, 128, enc.WINDOW["max_age_ms"])
-    assert sum("s" in r for r in w) == 1 and "s" in w[-1]  # the state rides on the newest record only
+        win = push(win, rec, 16, 10**12)
+    assert "s" in win[-1] and all("s" not in w for w in win[:-1])
+    import orjson
 
-    def at(hour: int, value: float) -> dict:
-        e = {"event_id": "x", "ts": day0 + 10 * 86_400_000 + hour * 3_600_000, "asset_id": "a1",
-             "readings": {"temp_c": value}}
-        return enc.features(e, context(w, e["ts"], 128, enc.WINDOW["max_age_ms"]), CARD)
+    restored = orjson.loads(orjson.dumps(win))  # what the changelog round trip gives back
+    ev = {"asset_id": "p", "ts": T0 + 99, "readings": rs[-1]}
+    f1 = enc.features(dict(ev), context(win, ev["ts"], 8, 10**12), CARD)
+    f2 = enc.features(dict(ev), context(restored, ev["ts"], 8, 10**12), CARD)
+    assert f1["z"] == f2["z"] and f1["n_base"] == f2["n_base"] == 32
 
-    wrong = at(6, 58.0)  # 58 is ordinary at 18:00 and inside the sensor's all-time range, but not at 06:00
-    assert wrong["top1_env"] < 0 and wrong["top1_renv"] > 0 and wrong["top1_rz"] > 10
-    assert wrong["novelty"] == pytest.approx(enc.RENV_WEIGHT * wrong["top1_renv"])
-    assert any("this hour of the day" in r for r in enc.reasons(wrong))
-    usual = at(18, 58.0)
-    assert usual["top1_renv"] < 0 and usual["novelty"] < 0 and abs(usual["top1_rz"]) < 3
+
+def test_reasons_name_the_worst_sensor_and_what_predicts_it():
+    feats = stream(normal_pump(3))[-1][0]
+    detail = {"worst": [(0, 4.1, [1])], "parts": {"D": 9.0}}
+    assert enc.reasons(feats, detail)[0] == "current 4.1σ above what flow predict"
+    detail = {"worst": [], "forecast": (1, -5.0), "cause": "a change the model did not expect from the readings before"}
+    got = enc.reasons(feats, detail)
+    assert got[0] == "flow 5.0σ below the model's forecast" and got[1].startswith("a change")
+    assert any(r.startswith("new asset: judged on") for r in got)
+
+
+def test_score_components_from_a_batch():
+    a = stream(normal_pump(12))
+    batch = enc.stack([a[-1][1]], CARD)
+    z = batch["values"][:, -1, :, 0]
+    parts = score_components(batch, np.array([0.5]), z + 1.0, np.zeros_like(z))
+    assert parts["E"][0] == pytest.approx(1.0)  # every sensor one forecast sigma off
+    assert parts["D"][0] == pytest.approx(batch["d2"][0, -1])
+    assert parts["R"][0] == pytest.approx(float((batch["r"][0] ** 2).max()), rel=1e-5)
+
+
+def test_check_card_refuses_a_broken_sensor_model():
+    assert enc.check_card({"sensor_model": {}}) and "types is missing" in enc.check_card({"sensor_model": {}})
+    bad = {"sensor_model": {"types": {"x": {"sensors": ["a"], "mean": [0.0], "std": [1.0], "precision": [[-1.0]],
+                                            "calibration": {}}}}}
+    assert "positive diagonal" in enc.check_card(bad)
+
+
+def test_a_one_sensor_type_also_measures_novelty_against_its_long_history():
+    card = {**CARD, "sensor_model": {**CARD["sensor_model"], "types": {
+        "value": {"sensors": ["v"], "mean": [0.0], "std": [1.0], "between": [1.0], "precision": [[1.0]], "novelty": True}}}}
+    rng = np.random.default_rng(0)
+    rows = stream([{"v": float(100 + 5 * rng.normal())} for _ in range(600)] + [{"v": 160.0}], asset="m", card=card)
+    ordinary = [f["novelty"] for f, _ in rows[100:600]]
+    assert max(ordinary) < 1.0 and rows[-1][0]["novelty"] > 4.0
+    assert rows[-1][1][4] == rows[-1][0]["novelty"]  # it travels to the scorer with the window
+    assert stream([{"flow": 1.0, "current": 2.0}])[0][0]["novelty"] == 0.0  # multi-sensor types: not computed

@@ -1,552 +1,445 @@
-"""Sensor events -> features -> words, for training and for the worker's hot path.
+"""Sensor events -> the asset's standardised window, for training and for the worker's hot path.
 
-Every reading is judged against the *asset's own* recent behaviour (the window of
-its previous events), because "normal" differs between assets of one type and
-drifts over time; the bundle's fitted statistics (``card["normalization"]``) are
-only the fallback while an asset's window is still short. A sensor name that the
-bundle has never fitted is refused by :func:`check` rather than scored against a
-made-up normal.
+The sensor model judges an asset's readings *jointly*: all its sensors over the
+last ``window`` readings, as numbers, against two references fitted from normal
+running (``models/sensor_fit.py``, stored in ``card["sensor_model"]``):
 
-The model sees sensor-name-agnostic words (the top few most-deviating sensors by
-rank, not by name), so a bundle fine-tuned on a new asset type with new sensor
-names only needs those names' statistics, not new vocabulary.
+- the **asset type** (the exact set of sensor names an asset reports): each
+  sensor's normal level and spread, how much assets of the type differ from
+  each other, and how the sensors move together (a regularised precision
+  matrix, see :mod:`streamer.encoding.relations`);
+- the **asset's own normal**: a per-sensor running mean and variance over its
+  first ``warmup`` readings, blended with the type's statistics while it is
+  short (a Bayesian cold start: the first readings are judged with the
+  type's spread widened by how much assets differ, so a new asset does not
+  start with an alert storm), then frozen. Readings far from the current
+  estimate (``GATE`` σ) are not absorbed, so a fault in the first readings is
+  not learned as normal. The baseline rides in the window's newest record
+  (``windows.STATE``), so the changelog restores it with the window after a
+  restart or rebalance.
 
-Pure Python on purpose: this runs once per event in the worker, where numpy's
-per-call overhead on arrays of a few hundred values costs more than it saves.
+:func:`features` checks the event against its asset type and returns the
+readings standardised by the asset's normal; :func:`model_input` is the window
+the scorer stacks (``stack``) into the ONNX graph's input. What the model then
+predicted worst comes back from the scorer as ``detail`` and becomes the
+alert's reasons (:func:`reasons`).
 
->>> card = {"name": "s", "version": "1", "normalization": {"sensors": {"temp_c": {"mean": 20.0, "std": 1.0}}}}
+>>> card = {"name": "s", "version": "1", "sensor_model": {"window": 4, "warmup": 8, "types": {
+...     "pump": {"sensors": ["flow", "current"], "mean": [100.0, 10.0], "std": [5.0, 1.0], "between": [5.0, 1.0],
+...              "precision": [[2.0, -1.8], [-1.8, 2.0]]}}}}
+>>> check({"asset_id": "p1", "ts": 0, "readings": {"flow": 100.0, "current": 10.0}}, card) is None
+True
 >>> window = []
->>> for i in range(40):
-...     window.append(record({"ts": 1_700_000_000_000 + i * 60_000, "readings": {"temp_c": 20.0 + (i % 3) * 0.5}}))
->>> ev = {"asset_id": "a1", "ts": 1_700_000_000_000 + 40 * 60_000, "readings": {"temp_c": 26.0}}
->>> check(ev, card) is None
-True
->>> f = features(ev, window, card)
->>> f["top1_name"], round(f["top1_z"], 1), f["n_dev"]
-('temp_c', 7.4, 1.0)
->>> reasons(f)
-["temp_c 7.4σ above the asset's normal"]
->>> "_sensor_state" in ev and "s" in record(ev)  # the long-memory state rides in the record
-True
->>> text(ev, window, f)
-'h3z0 h3m0 h2zp1 h2m1 h1zn1 h1m1 w1 s0 g2 k1 nv15 azp9 alp2 ao0 ay0 adp9 as0 aq0 an2 ae12 am10 ax11 av9 au1 bz0 bd0 bs0 be0 cz0 cs0 ce0'
->>> check({"asset_id": "a1", "ts": 0, "readings": {"rpm": 3.0}}, card)
-"unknown sensor 'rpm' for bundle s@1: it has no fitted normalization; fit it with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
+>>> for i in range(6):
+...     ev = {"asset_id": "p1", "ts": i * 1000, "readings": {"flow": 100.0 + i % 2, "current": 10.0 + 0.2 * (i % 2)}}
+...     f = features(ev, window, card)
+...     window.append(record(ev))
+>>> f["type"], f["n_base"], [round(z, 2) for z in f["z"]]
+('pump', 5, [0.12, 0.12])
+>>> tidx, zwin, rep, n_valid, nov = model_input(ev, window[:-1], f)
+>>> zwin.shape, n_valid
+((4, 2), 4)
+>>> check({"asset_id": "p1", "ts": 0, "readings": {"flow": 1.0}}, card)
+"sensor set ['flow'] matches no asset type of bundle s@1: type 'pump' has ['current', 'flow'] (missing 'current'); fit new types with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
 """
 
 from __future__ import annotations
 
 import math
-from itertools import repeat
-from operator import itemgetter, mul, sub
+from dataclasses import dataclass
+from operator import mul
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
+from streamer.encoding import novelty, relations
+
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v4"  # v4: time-of-day profile (rz, renv); v3: cold-start state without the fleet std
+ENCODING_VERSION = "sensor-v5"  # v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
 
-# The window the worker keeps per asset (the card repeats it as card["window"]).
-# 128 readings (~10 hours at a 5-minute cadence) give a robust short-term normal;
-# what is rare over a much longer span is carried by a per-sensor state in each
-# record (see ``record``), so the window, and the per-event work, stay small.
-WINDOW: dict[str, int] = {"max_events": 128, "max_age_ms": 7 * 24 * 3600 * 1000}
-LONG = 8000  # readings: time constant of the long-memory envelopes and statistics
-
-# Time of day: many sensors follow a daily rhythm (load, temperature, traffic), and a reading that
-# is ordinary at noon can be news at 3 a.m. The state keeps, per sensor and UTC hour, an
-# exponentially weighted mean and variance of the readings seen in that hour.
-SLOTS = 24
-SLOT_MS = 24 * 3600 * 1000 // SLOTS
-SLOT_ALPHA = 0.05  # per reading: a slot follows a slowly changing daily shape
-SLOT_WARM = 6  # readings in an hour slot before it is trusted
-SLOT_FLOOR = 0.1  # of the sensor's long-run std, added to a slot's own std (a flat hour is not infinitely sure)
-_BASE_LEN = 15
-STATE_LEN = _BASE_LEN + 3 * SLOTS
-RENV_WEIGHT = 0.5  # novelty(): a time-of-day breach counts half as much as a breach of the whole range
-
-MIN_HISTORY = 16  # readings of a sensor before the window replaces the card's statistics
-RECENT = 5  # readings (current included) averaged for the level-shift feature
-NOISE_RECENT = 8  # successive differences (current included) for the noise-burst feature
-HISTORY = 3  # previous readings summarised in the text, newest last
-TOP = 3  # most-deviating sensors described individually
-DEV = 3.0  # a sensor "deviates" at this severity (σ-like units)
-STUCK_N = 5  # reasons() calls a run of this many unchanged readings "stuck"
-CLIP = 50.0
-INSIDE = 4.0
-_IQR_TO_SD = 1 / 1.349  # σ of a Gaussian from its interquartile range
-_ABSDEV_TO_SD = 1.2533  # σ of a Gaussian from its mean absolute deviation
+# The window the worker keeps per asset (the card repeats it as card["window"]); the model sees
+# the last ``sensor_model.window`` readings of it.
+WINDOW: dict[str, int] = {"max_events": 16, "max_age_ms": 7 * 24 * 3600 * 1000}
+DEFAULT_WARMUP = 128  # readings of an asset that form its own normal, then it is frozen
+GATE = 6.0  # a reading this many σ from the asset's current normal (any sensor) is not absorbed
+ADAPT_GATE = 3.0  # after the warm-up an adapting baseline takes only readings this close (Mahalanobis² per sensor)
+CLIP = 30.0  # standardised values are clipped here: beyond it "very far" is all the model needs
+MIN_SCALE = 1e-9
+CHANNELS = ("z", "r", "dz", "rep")  # what the scorer stacks per sensor and step (see ``stack``)
 
 Event = Mapping[str, Any]
 Record = dict[str, Any]
 Features = dict[str, Any]
-
-_PER_SENSOR = ("z", "delta", "shift", "drift", "stuck", "repeat", "noise", "env", "menv", "denv", "venv", "qenv",
-               "rz", "renv")
-_BREACHES = frozenset(("env", "menv", "denv", "venv", "qenv", "renv"))
-FEATURE_NAMES: list[str] = (
-    ["n_hist", "long_n", "n_sensors", "gap_ratio", "n_dev", "max_sev", "novelty"]
-    + [f"top{i}_{k}" for i in range(1, TOP + 1) for k in _PER_SENSOR]
-    + [f"hist{k}_z" for k in range(1, HISTORY + 1)]
-    + [f"hist{k}_max" for k in range(1, HISTORY + 1)]
-)
+STATE_KEY = "_sensor_state"
 
 
 class SensorDataError(ValueError):
-    """Readings that cannot be encoded (NaN/Inf, wrong type); the message names the field."""
+    """Readings that cannot be encoded (wrong sensor set for the asset, NaN/Inf); the message says which."""
 
 
-STATE_KEY = "_sensor_state"
-_GET_R = itemgetter("r")
+@dataclass(frozen=True)
+class AssetType:
+    """One asset type of a bundle: its sensors (canonical order) and their fitted normal."""
+
+    name: str
+    index: int
+    sensors: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    between: tuple[float, ...]  # std of asset means around the type mean (cold-start prior)
+    precision: np.ndarray  # [S, S] of within-asset standardised readings
+    own_scale: bool = False  # assets differ in spread too (by orders of magnitude): each is scaled by its own
+    adapt: int = 0  # > 0: after the warm-up the baseline keeps following normal readings with this time constant
+    rows: tuple = ()  # ``precision`` as nested tuples, for the per-event gate in pure Python
+    novelty: bool = False  # one-sensor types: also the long-memory novelty of each reading (``novelty``)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The card's sensor model compiled once per card: type lookup by sensor set, slots, window."""
+
+    ident: str
+    window: int
+    warmup: int
+    types: tuple[AssetType, ...]
+    by_set: Mapping[frozenset, AssetType]
+    known: frozenset
+    slots: Mapping[str, int]
+
+
+_SPECS: dict[int, tuple[Mapping[str, Any], Spec]] = {}
+
+
+def spec(card: Mapping[str, Any]) -> Spec:
+    """The compiled sensor model of ``card`` (cached per card object)."""
+    hit = _SPECS.get(id(card))
+    if hit is not None and hit[0] is card:
+        return hit[1]
+    sm = card.get("sensor_model") or {}
+    types = []
+    for i, (name, t) in enumerate(sorted((sm.get("types") or {}).items())):
+        sensors = tuple(t["sensors"])
+        prec = np.asarray(t["precision"], dtype=np.float64).reshape(len(sensors), len(sensors))
+        types.append(AssetType(name, i, sensors, tuple(map(float, t["mean"])), tuple(map(float, t["std"])),
+                               tuple(map(float, t.get("between") or t["std"])), prec,
+                               bool(t.get("own_scale", False)), int(t.get("adapt", 0)), tuple(map(tuple, prec.tolist())),
+                               bool(t.get("novelty", False))))
+    slots = dict(sm.get("slots") or {})
+    out = Spec(f"{card.get('name', '?')}@{card.get('version', '?')}", int(sm.get("window", WINDOW["max_events"])),
+               int(sm.get("warmup", DEFAULT_WARMUP)), tuple(types), {frozenset(t.sensors): t for t in types},
+               frozenset(n for t in types for n in t.sensors), slots)
+    if len(_SPECS) > 64:
+        _SPECS.clear()
+    _SPECS[id(card)] = (card, out)
+    return out
+
+
+def check_card(card: Mapping[str, Any]) -> str | None:
+    """Why a card's sensor model cannot be served (None if it can): checked when a bundle loads."""
+    sm = card.get("sensor_model")
+    if not isinstance(sm, Mapping) or not sm.get("types"):
+        return "card.json: sensor_model.types is missing (no asset type to score against)"
+    for name, t in sm["types"].items():
+        try:
+            s = len(t["sensors"])
+            if not s or any(len(t[k]) != s for k in ("mean", "std")):
+                return f"card.json: sensor_model.types.{name}: mean/std do not match its {s} sensors"
+            p = np.asarray(t["precision"], dtype=np.float64)
+            if p.shape != (s, s) or not np.all(np.isfinite(p)) or np.any(np.diag(p) <= 0):
+                return f"card.json: sensor_model.types.{name}.precision must be a finite {s}x{s} matrix with a positive diagonal"
+            if min(t["std"]) <= 0:
+                return f"card.json: sensor_model.types.{name}.std must be positive"
+        except (KeyError, TypeError, ValueError) as exc:
+            return f"card.json: sensor_model.types.{name}: {type(exc).__name__}: {exc}"
+        if "calibration" not in t:
+            return f"card.json: sensor_model.types.{name} has no calibration (fit it with `streamer model fine-tune`)"
+    return None
+
+
+_FINE_TUNE = "fit new types with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
+
+
+def check(event: Event, card: Mapping[str, Any]) -> str | None:
+    """Refuse an event whose sensor set is not exactly one asset type's.
+
+    A reading of a sensor the bundle never fitted, or an asset that reports a
+    different set of sensors than its type, would be compared with a made-up
+    normal and get a confident but meaningless score.
+    """
+    sp = spec(card)
+    names = frozenset(event["readings"])
+    if names in sp.by_set:
+        return None
+    unknown = sorted(n for n in names if n not in sp.known)
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        return f"unknown sensor {unknown[0][:64]!r}{more} for bundle {sp.ident}: no asset type has it; {_FINE_TUNE}"
+    best = max(sp.types, key=lambda t: len(names & set(t.sensors)) - len(names ^ set(t.sensors)), default=None)
+    have = sorted(names)[:16]
+    if best is None:
+        return f"sensor set {have} matches no asset type of bundle {sp.ident} (it has none); {_FINE_TUNE}"
+    return f"sensor set {have} matches no asset type of bundle {sp.ident}: {_difference(best, names)}; {_FINE_TUNE}"
+
+
+def _difference(t: AssetType, names: frozenset) -> str:
+    missing = sorted(set(t.sensors) - names)
+    extra = sorted(names - set(t.sensors))
+    parts = ([f"missing {', '.join(repr(n[:64]) for n in missing[:4])}"] if missing else []) + (
+        [f"unexpected {', '.join(repr(n[:64]) for n in extra[:4])}"] if extra else [])
+    return f"type {t.name!r} has {sorted(t.sensors)[:16]} ({'; '.join(parts)})"
 
 
 def record(event: Event) -> Record:
-    """What the window keeps of an event: its time, its readings and the long-memory state.
+    """What the window keeps of an event: time, readings in its type's order, the asset's baseline state.
 
-    The state (per sensor: long-run mean and variance, and slowly decaying
-    envelopes of the value, its short mean, its step size and its volatility) is
-    what lets a 128-reading window answer "has this sensor been this far out in
-    the last ~LONG readings?" in O(1) per event. ``features`` computes it and
-    leaves it on the event; both callers (the worker's intake and
-    ``models.dataset.rows``) call ``features`` before ``record`` on the same
-    event. A record made without it simply carries no state, and the next event
-    re-seeds the state from the window (a cold start, not an error).
+    ``features`` computes the state and leaves it on the event (both callers, the
+    worker's intake and ``models.dataset.rows``, call it before ``record``).
     """
-    rec = {"ts": event["ts"], "r": event["readings"]}
     st = event.get(STATE_KEY) if isinstance(event, dict) else None
+    rec: Record = {"ts": event["ts"], "x": event.get("_x") if isinstance(event, dict) else None}
+    if rec["x"] is None:
+        rec["x"] = [float(v) for v in event["readings"].values()]
     if st is not None:
         rec["s"] = st
     return rec
 
 
-def _known(card: Mapping[str, Any] | None, asset: str | None) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-    norm = (card or {}).get("normalization") or {}
-    fleet = norm.get("sensors") or {}
-    per_asset = (norm.get("assets") or {}).get(asset) or {} if asset is not None else {}
-    return fleet, per_asset
+def _baseline(t: AssetType, st: Mapping[str, Any] | None) -> tuple[int, list[float], list[float]]:
+    """(absorbed readings, centre, scale) of the asset's normal now, per sensor of ``t``.
 
-
-def check(event: Event, card: Mapping[str, Any]) -> str | None:
-    """Refuse events with sensors this bundle has no fitted normal for.
-
-    Scoring such a reading would compare it with nothing (or with another
-    sensor's scale) and produce a confident but meaningless score.
+    The centre is the posterior mean of the asset's level with the type's
+    between-asset spread as prior: the type mean at first, the asset's own mean
+    once it has a few readings. The scale is the type's within-asset spread
+    widened by what is still unknown about the centre, so at n = 0 a reading is
+    judged against the type's spread plus how much assets of the type differ.
+    The asset's own spread is used only for types whose assets differ in spread
+    by far more than a few hundred readings can misjudge (``own_scale``, set by
+    the fit): a few hundred readings of a slowly varying process understate
+    its spread (on the Tennessee Eastman data the own spread of the first 128
+    readings cost 7 points of detection rate at the same false-alarm rate, the
+    own mean none).
     """
-    fleet, per_asset = _known(card, event.get("asset_id"))
-    unknown = [n for n in event["readings"] if n not in fleet and n not in per_asset]
-    if not unknown:
-        return None
-    more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
-    ident = f"{card.get('name', '?')}@{card.get('version', '?')}"
-    return (
-        f"unknown sensor {unknown[0][:64]!r}{more} for bundle {ident}: it has no fitted normalization; "
-        "fit it with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
-    )
-
-
-def _median_sorted(s: Sequence[float]) -> float:
-    n = len(s)
-    mid = n // 2
-    return s[mid] if n % 2 else 0.5 * (s[mid - 1] + s[mid])
-
-
-def _clip(x: float) -> float:
-    return CLIP if x > CLIP else -CLIP if x < -CLIP else x
-
-
-def _inside(x: float) -> float:
-    """Envelope distance, clipped to [-INSIDE, CLIP]: how far *inside* matters little."""
-    return CLIP if x > CLIP else -INSIDE if x < -INSIDE else x
-
-
-def _baseline(vals: list[float], stat: Mapping[str, Any] | None) -> tuple[float, float, float, float]:
-    """(center, scale, diff_scale, repeat_fraction) of a sensor's normal.
-
-    Median and interquartile range resist the very outliers we look for; the
-    scale is floored by the mean absolute deviation because sparse signals
-    (mostly zero, bursts now and then) have an IQR of zero while still varying,
-    and by a tiny relative epsilon so a perfectly flat sensor that finally moves
-    scores high, not inf. Everything is a C-level builtin (sorted, map, sum):
-    this runs for every sensor of every event.
-    """
-    n = len(vals)
-    if n >= MIN_HISTORY:
-        s = sorted(vals)
-        center = _median_sorted(s)
-        iqr = (s[(3 * n) // 4] - s[n // 4]) * _IQR_TO_SD
-        mad = sum(map(abs, map(sub, vals, repeat(center, n)))) / n * _ABSDEV_TO_SD
-        scale = max(iqr, mad)
-    else:
-        if stat is not None:
-            center = float(stat["mean"]) if n < 3 else _median_sorted(sorted(vals))
-            scale = float(stat["std"])
+    n = int(st["n"]) if st else 0
+    centre, scale = [], []
+    for k in range(len(t.sensors)):
+        sd, tau, mu0 = t.std[k], t.between[k], t.mean[k]
+        var = sd * sd
+        tau2 = max(tau * tau, 1e-12 * var + 1e-300)
+        if t.own_scale and n >= 2:
+            mu = st["m"][k]
+            var = max(st["q"][k] / (n - 1), 1e-18 * (mu * mu + 1.0))
+            post = var / n
         elif n:
-            center = sum(vals) / n
-            scale = math.sqrt(sum((x - center) ** 2 for x in vals) / n)
+            post = 1.0 / (1.0 / tau2 + n / var)
+            mu = post * (mu0 / tau2 + n * st["m"][k] / var)
         else:
-            return 0.0, 1.0, 1.0, 0.0
-    scale = max(scale, 1e-6 * (abs(center) + 1.0))
-    if n >= 2:
-        absd = list(map(abs, map(sub, vals[1:], vals[:-1])))
-        rep = absd.count(0.0) / (n - 1)
-        dscale = max(sum(absd) / (n - 1) * _ABSDEV_TO_SD, 0.05 * scale)
-    else:
-        dscale, rep = scale, 0.0
-    return center, scale, dscale, rep
+            post, mu = tau2, mu0
+        centre.append(mu)
+        scale.append(max(math.sqrt(var + post), MIN_SCALE * (abs(mu) + 1.0)))
+    return n, centre, scale
 
 
-def _cold_state(vals: list[float], v: float) -> list[float]:
-    """Long-memory state for a sensor without one: seeded from its window (before ``v``), else from ``v``."""
-    hist = vals or [v]
-    n = len(hist)
-    m = sum(hist) / n
-    var = sum((x - m) ** 2 for x in hist) / n  # never the card's std: a fleet-wide spread would mask
-    # this asset's own range for thousands of readings (the state's variance forgets only as 1/n)
-    absd = list(map(abs, map(sub, hist[1:], hist[:-1]))) or [0.0]
-    ad = sum(absd) / len(absd)
-    rec = hist[-RECENT:]
-    sm = sum(rec) / len(rec)
-    q = ad * _ABSDEV_TO_SD
-    # time-of-day slots start empty: the window holds too few days to seed them
-    return [float(len(vals)), m, var, max(hist), min(hist), sm, sm, ad, max(absd), q, q, q, 0.0, 0.0, 0.0] + [0.0] * (3 * SLOTS)
+def _absorb(st: Mapping[str, Any] | None, t: AssetType, x: Sequence[float], warmup: int) -> dict[str, Any]:
+    """The baseline state after one more normal reading: count, running mean and squared deviations.
+
+    Within the warm-up this is Welford's running mean and variance; after it, a
+    type that ``adapt``s keeps them as exponentially weighted ones (weight
+    1/adapt per reading), so the baseline follows slow legitimate change.
+    """
+    if not st:
+        return {"t": t.name, "n": 1, "m": list(x), "q": [0.0] * len(x)}
+    n = int(st["n"]) + 1
+    m, q = list(st["m"]), list(st["q"])
+    if n > warmup and t.adapt:
+        a = 1.0 / t.adapt
+        for k, v in enumerate(x):
+            d = v - m[k]
+            m[k] += a * d
+            q[k] = (1.0 - a) * (q[k] + a * d * d * (n - 1))  # q stays (n - 1) x the variance
+        return {"t": t.name, "n": min(n, warmup + 1), "m": m, "q": q}
+    for k, v in enumerate(x):
+        d = v - m[k]
+        m[k] += d / n
+        q[k] += d * (v - m[k])
+    return {"t": t.name, "n": n, "m": m, "q": q}
 
 
-def _sensor(v: float, vals: list[float], stat: Mapping[str, Any] | None, st: list[float] | None,
-            slot: int = 0) -> tuple[dict[str, float], list[float]]:
-    """Short-window features, long-memory features and the sensor's next state (``slot``: UTC hour)."""
-    center, scale, dscale, rep = _baseline(vals, stat)
-    n = len(vals)
-    z = _clip((v - center) / scale)
-    prev = vals[-1] if n else v
-    delta = _clip((v - prev) / dscale)
-    recent = vals[-(RECENT - 1) :] if n else []
-    sm = (sum(recent) + v) / (len(recent) + 1)
-    shift = _clip((sm - center) / scale)
-    if n >= MIN_HISTORY:
-        q = n // 4
-        drift = _clip((sum(vals[-q:]) / q - sum(vals[:q]) / q) / scale)
-    else:
-        drift = 0.0
-    stuck = 1
-    for x in reversed(vals):
-        if x != v:
-            break
-        stuck += 1
-    tail = vals[-NOISE_RECENT:] + [v]
-    if len(tail) >= 3:
-        rd = list(map(sub, tail[1:], tail[:-1]))
-        vol = math.sqrt(sum(map(mul, rd, rd)) / len(rd))
-    else:
-        vol = dscale
-    noise = min(vol / dscale, CLIP)
-
-    # Long memory: has this sensor ever (in ~LONG readings) been this far out?
-    if st is None or len(st) != STATE_LEN:  # none yet, or a state of an older encoding
-        st = _cold_state(vals, v)
-    cnt, m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo, rm, rvar, rhi = st[:_BASE_LEN]
-    prof = st[_BASE_LEN:]  # slot means, then variances, then reading counts
-    d = abs(v - prev)
-    if cnt >= MIN_HISTORY:
-        sd = max(math.sqrt(var), 1e-6 * (abs(m) + 1.0))
-        env = _inside(max(v - hi, lo - v) / sd)
-        menv = _inside(max(sm - mhi, mlo - sm) / sd)
-        dunit = max(ad * _ABSDEV_TO_SD, 1e-3 * sd)
-        denv = _inside((d - dhi) / dunit)
-        qunit = max(qm, 1e-3 * sd)
-        venv = _inside((vol - qhi) / qunit)
-        qenv = _inside((qlo - vol) / qunit)
-    else:
-        env = menv = denv = venv = qenv = -INSIDE
-
-    # Time of day: distance from this hour's usual level, then "has it ever been this far off?"
-    pm, pv, pc = prof[slot], prof[SLOTS + slot], prof[2 * SLOTS + slot]
-    if pc >= SLOT_WARM:
-        gsd = max(math.sqrt(var), 1e-6 * (abs(m) + 1.0))
-        rz = _clip((v - pm) / (math.sqrt(pv) + SLOT_FLOOR * gsd))
-    else:
-        rz = 0.0
-    arz = abs(rz)
-    if cnt >= MIN_HISTORY and pc >= SLOT_WARM:
-        renv = _inside((arz - rhi) / max(math.sqrt(rvar), 1e-3))
-    else:
-        renv = -INSIDE
-    prof = list(prof)
-    if pc == 0:
-        prof[slot], prof[SLOTS + slot] = v, var
-    else:
-        dp = v - pm
-        prof[slot] = pm + SLOT_ALPHA * dp
-        prof[SLOTS + slot] = (1.0 - SLOT_ALPHA) * (pv + SLOT_ALPHA * dp * dp)
-    prof[2 * SLOTS + slot] = min(pc + 1.0, SLOT_WARM)
-
-    a = 1.0 / (cnt + 2.0) if cnt + 2.0 < LONG else 1.0 / LONG
-    dl = v - m
-    m += a * dl
-    var = (1.0 - a) * (var + a * dl * dl)
-    k = 1.0 / LONG
-    hi = v if v > hi else hi - (hi - m) * k
-    lo = v if v < lo else lo + (m - lo) * k
-    mhi = sm if sm > mhi else mhi - (mhi - m) * k
-    mlo = sm if sm < mlo else mlo + (m - mlo) * k
-    ad += a * (d - ad)
-    dhi = d if d > dhi else dhi - (dhi - ad) * k
-    qm += a * (vol - qm)
-    qhi = vol if vol > qhi else qhi - (qhi - qm) * k
-    qlo = vol if vol < qlo else qlo + (qm - qlo) * k
-    dr = arz - rm
-    rm += a * dr
-    rvar = (1.0 - a) * (rvar + a * dr * dr)
-    rhi = arz if arz > rhi else rhi - (rhi - rm) * k
-    new_state = [min(cnt + 1.0, 1e9), m, var, hi, lo, mhi, mlo, ad, dhi, qm, qhi, qlo, rm, rvar, rhi] + prof
-
-    stuck_sev = (stuck - 1) / 2.0 if rep < 0.3 else 0.0
-    breach = max(env, menv, denv, venv, qenv, RENV_WEIGHT * renv)
-    sev = max(abs(z), abs(shift), 0.5 * abs(delta), stuck_sev, noise if noise > 2.0 else 0.0,
-              DEV + 2.0 * breach if breach > 0 else 0.0)
-    return {
-        "z": z, "delta": delta, "shift": shift, "drift": drift, "stuck": float(stuck), "repeat": rep,
-        "noise": noise, "env": env, "menv": menv, "denv": denv, "venv": venv, "qenv": qenv,
-        "rz": rz, "renv": renv, "sev": sev, "nov": max(env, RENV_WEIGHT * renv),
-        "center": center, "scale": scale, "value": v, "long_n": cnt,
-    }, new_state
-
-
-def _history(rs: list[Mapping[str, float]], name: str) -> list[float]:
-    """One sensor's values in the window, oldest first (C-level maps; records may lack the sensor)."""
-    vals = list(map(dict.get, rs, repeat(name, len(rs))))
-    if None in vals:
-        return [x for x in vals if x is not None]
-    return vals
+def _d2(z: Sequence[float], rows: Sequence[Sequence[float]]) -> float:
+    """z' P z for one reading (pure Python: a numpy call per event costs more at these sizes)."""
+    return sum(zi * sum(map(mul, row, z)) for zi, row in zip(z, rows))
 
 
 def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | None) -> Features:
-    """Features of the newest event against its asset's window (oldest first, newest excluded).
+    """The event against its asset's normal: type, standardised readings, baseline state.
 
-    Raises :class:`SensorDataError` naming the field for a non-finite or
-    non-numeric reading (the validator rejects those first in the worker; this
-    guards the training path, where the data comes from files).
+    Raises :class:`SensorDataError` naming the problem for readings that are not
+    finite numbers, or a sensor set that is not the asset's type (the worker
+    dead-letters the event with that message).
     """
+    sp = spec(card or {})
     readings = event["readings"]
     if not readings:
         raise SensorDataError("readings: empty; a sensor event needs 1-256 readings")
-    rs = list(map(_GET_R, window))
-    fleet, per_asset = _known(card, event.get("asset_id"))
-    prev_state = window[-1].get("s") if window else None
-    state = dict(prev_state) if prev_state else {}
-    per: list[tuple[str, dict[str, float]]] = []
-    slot = (event["ts"] // SLOT_MS) % SLOTS
-    for name, v in readings.items():
+    t = sp.by_set.get(frozenset(readings))
+    if t is None:
+        raise SensorDataError(check(event, card or {}) or "sensor set matches no asset type")
+    prev = window[-1].get("s") if window else None
+    if prev and prev.get("t") != t.name:
+        asset = str(event.get("asset_id"))[:64]
+        raise SensorDataError(f"sensor set of asset {asset!r} changed: it is a {prev.get('t')!r} asset, this event "
+                              f"has the sensors of {t.name!r} ({sorted(readings)[:16]}); send each asset's full "
+                              "sensor set in every event")
+    x = []
+    for name in t.sensors:
+        v = readings[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise SensorDataError(f"readings.{name[:64]}: expected a number, got {type(v).__name__}")
         if not -math.inf < v < math.inf:
             raise SensorDataError(f"readings.{name[:64]}: must be a finite number, got {v!r}")
-        feats_s, state[name] = _sensor(float(v), _history(rs, name), per_asset.get(name) or fleet.get(name), state.get(name), slot)
-        per.append((name, feats_s))
-    per.sort(key=lambda p: -p[1]["sev"])
+        x.append(float(v))
+    n, centre, scale = _baseline(t, prev)
+    z = [max(-CLIP, min(CLIP, (v - c) / s)) for v, c, s in zip(x, centre, scale)]
+    if n < sp.warmup:
+        absorb = max(map(abs, z)) < GATE
+    else:  # an adapting type follows slow change, never a reading off the type's relations
+        absorb = bool(t.adapt) and max(map(abs, z)) < GATE and _d2(z, t.rows) < ADAPT_GATE * len(z)
+    if absorb:
+        state = _absorb(prev, t, x, sp.warmup)
+    else:
+        state = dict(prev) if prev else {"t": t.name, "n": 0, "m": list(x), "q": [0.0] * len(x)}
+    nov = 0.0
+    if t.novelty:
+        olds = (prev or {}).get("v") or [None] * len(x)
+        slot = novelty.slot_of(int(event["ts"]))
+        news = []
+        for k, v in enumerate(x):
+            seed = [r["x"][k] for r in window[-32:]] if olds[k] is None else ()
+            nk, sk = novelty.step(v, olds[k], slot, seed)
+            nov = nk if k == 0 or nk > nov else nov
+            news.append(sk)
+        state["v"] = news
     if isinstance(event, dict):
         event[STATE_KEY] = state
-
-    n_hist = len(window)
-    if n_hist:
-        ts = [r["ts"] for r in window[-17:]]
-        gaps = sorted(map(sub, ts[1:], ts[:-1]))
-        usual = _median_sorted(gaps) if gaps else 0
-        gap = event["ts"] - window[-1]["ts"]
-        gap_ratio = gap / usual if usual > 0 else (1.0 if gap <= 0 else 8.0)
-    else:
-        gap_ratio = 1.0
-    f: Features = {
-        "n_hist": float(n_hist),
-        "long_n": min(s["long_n"] for _, s in per),
-        "n_sensors": float(len(per)),
-        "gap_ratio": gap_ratio,
-        "n_dev": float(sum(1 for _, s in per if s["sev"] >= DEV)),
-        "max_sev": per[0][1]["sev"],
-        "novelty": max(s["nov"] for _, s in per),
-    }
-    for i in range(TOP):
-        key = f"top{i + 1}_"
-        if i < len(per):
-            name, s = per[i]
-            f[key + "name"] = name
-            f[key + "value"] = s["value"]
-            for k in _PER_SENSOR:
-                f[key + k] = s[k]
-        else:
-            f[key + "name"] = None
-            f[key + "value"] = 0.0
-            for k in _PER_SENSOR:
-                f[key + k] = -INSIDE if k in _BREACHES else 0.0
-    # The last few readings, judged against today's normal: lets the model tell
-    # the first step of an excursion (alert now) from its tenth (already alerted).
-    top_name, top = per[0]
-    stats = {name: (s["center"], s["scale"]) for name, s in per}
-    for k in range(1, HISTORY + 1):
-        if k <= n_hist:
-            r = window[-k]["r"]
-            x = r.get(top_name)
-            f[f"hist{k}_z"] = _clip((x - top["center"]) / top["scale"]) if x is not None else 0.0
-            m = 0.0
-            for name, x in r.items():
-                cs = stats.get(name)
-                if cs is not None:
-                    a = abs(x - cs[0]) / cs[1]
-                    if a > m:
-                        m = a
-            f[f"hist{k}_max"] = min(m, CLIP)
-        else:
-            f[f"hist{k}_z"] = 0.0
-            f[f"hist{k}_max"] = 0.0
-    return f
+        event["_x"] = x
+    return {"type": t.name, "type_index": t.index, "n_base": n, "sensors": t.sensors, "x": x, "z": z,
+            "centre": centre, "scale": scale, "n_hist": len(window), "window": sp.window, "novelty": nov}
 
 
-# --- words ---------------------------------------------------------------
+def model_input(event: Event, window: Sequence[Record], feats: Features) -> tuple[int, np.ndarray, np.ndarray, int, float]:
+    """(type index, z window [T, S], repeat flags [T, S], valid steps, novelty): oldest first, this event last.
 
-_Z_EDGES = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 25.0)
-_POS_EDGES = (1.5, 2.0, 3.0, 4.0, 6.0, 10.0, 20.0)
-_STUCK_EDGES = (2, 3, 4, 6, 8, 12, 20, 32, 64)
-_REPEAT_EDGES = (0.02, 0.1, 0.3, 0.6)
-_GAP_EDGES = (0.25, 0.6, 1.5, 3.0, 8.0, 30.0)
-_COUNT_EDGES = (1, 2, 3, 4, 6, 10)
-_NSENS_EDGES = (2, 3, 5, 9, 17, 65)
-_LONG_EDGES = (MIN_HISTORY, 128, 1024, 4096)
-_BREACH_EDGES = (-2.0, -1.0, -0.5, -0.25, 0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-# novelty is the headline statistic: finer steps where "ordinary" turns into "never seen"
-_NOVELTY_EDGES = (-1.0, -0.5, -0.25, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
-
-
-def _idx(x: float, edges: Sequence[float]) -> int:
-    i = 0
-    for e in edges:
-        if x < e:
-            break
-        i += 1
-    return i
-
-
-def _signed(prefix: str, x: float) -> str:
-    """``az0``, ``azp7`` (7th bucket above), ``azn7`` (below): letters and digits only, one token each."""
-    b = _idx(abs(x), _Z_EDGES)
-    return f"{prefix}0" if b == 0 else f"{prefix}{'p' if x > 0 else 'n'}{b}"
-
-
-def text(event: Event, window: Sequence[Record], feats: Features) -> str:
-    """31 words: recent readings (oldest first), then the current event; one word per bucketed feature.
-
-    Words name ranks (``a`` = most-deviating sensor) and never sensor names, so
-    the vocabulary is the same for every asset type.
+    Every step is standardised by the asset's normal *now*, so the window shows
+    how the readings moved relative to one reference. Fewer than T readings:
+    the oldest one is repeated to the left and ``valid`` says how many are real.
     """
-    w: list[str] = []
-    for k in range(HISTORY, 0, -1):
-        w.append(_signed(f"h{k}z", feats[f"hist{k}_z"]))
-        w.append(f"h{k}m{_idx(feats[f'hist{k}_max'], _Z_EDGES)}")
-    w.append(f"w{_idx(feats['long_n'], _LONG_EDGES)}")
-    w.append(f"s{_idx(feats['n_sensors'], _NSENS_EDGES)}")
-    w.append(f"g{_idx(feats['gap_ratio'], _GAP_EDGES)}")
-    w.append(f"k{_idx(feats['n_dev'], _COUNT_EDGES)}")
-    w.append(f"nv{_idx(feats['novelty'], _NOVELTY_EDGES)}")
-    for rank, full in (("a", True), ("b", False), ("c", False)):
-        p = f"top{'abc'.index(rank) + 1}_"
-        w.append(_signed(f"{rank}z", feats[p + "z"]))
-        if full:
-            w.append(_signed(f"{rank}l", feats[p + "shift"]))
-            w.append(_signed(f"{rank}o", feats[p + "rz"]))
-            w.append(f"{rank}y{_idx(feats[p + 'renv'], _BREACH_EDGES)}")
-        if rank != "c":
-            w.append(_signed(f"{rank}d", feats[p + "delta"]))
-        w.append(f"{rank}s{_idx(feats[p + 'stuck'], _STUCK_EDGES)}")
-        if full:
-            w.append(f"{rank}q{_idx(feats[p + 'repeat'], _REPEAT_EDGES)}")
-            w.append(f"{rank}n{_idx(feats[p + 'noise'], _POS_EDGES) if feats[p + 'noise'] >= 1.0 else 'l'}")
-        w.append(f"{rank}e{_idx(feats[p + 'env'], _BREACH_EDGES)}")
-        if full:
-            w.append(f"{rank}m{_idx(feats[p + 'menv'], _BREACH_EDGES)}")
-            w.append(f"{rank}x{_idx(feats[p + 'denv'], _BREACH_EDGES)}")
-            w.append(f"{rank}v{_idx(feats[p + 'venv'], _BREACH_EDGES)}")
-            w.append(f"{rank}u{_idx(feats[p + 'qenv'], _BREACH_EDGES)}")
-    return " ".join(w)
-
-
-def _vocabulary() -> list[str]:
-    """Every word ``text`` can produce, so the tokenizer never maps a rare bucket to [UNK]."""
-    nz = len(_Z_EDGES)
-    words: set[str] = set()
-
-    def signed(prefix: str) -> None:
-        words.add(f"{prefix}0")
-        words.update(f"{prefix}{s}{b}" for s in "pn" for b in range(1, nz + 1))
-
-    def plain(prefix: str, edges: Sequence[float]) -> None:
-        words.update(f"{prefix}{b}" for b in range(len(edges) + 1))
-
-    for k in range(1, HISTORY + 1):
-        signed(f"h{k}z")
-        plain(f"h{k}m", _Z_EDGES)
-    plain("w", _LONG_EDGES)
-    plain("s", _NSENS_EDGES)
-    plain("g", _GAP_EDGES)
-    plain("k", _COUNT_EDGES)
-    plain("nv", _NOVELTY_EDGES)
-    for rank in "abc":
-        signed(f"{rank}z")
-        if rank != "c":
-            signed(f"{rank}d")
-        plain(f"{rank}s", _STUCK_EDGES)
-        plain(f"{rank}e", _BREACH_EDGES)
-    signed("al")
-    signed("ao")
-    plain("ay", _BREACH_EDGES)
-    plain("aq", _REPEAT_EDGES)
-    plain("an", _POS_EDGES)
-    words.add("anl")
-    for c in "mxvu":
-        plain(f"a{c}", _BREACH_EDGES)
-    return sorted(words)
-
-
-VOCABULARY: list[str] = _vocabulary()
+    steps = int(feats.get("window") or WINDOW["max_events"])
+    hist = [r["x"] for r in window[-(steps - 1):]] if steps > 1 else []
+    rows = hist + [feats["x"]]
+    valid = len(rows)
+    if valid < steps:
+        rows = [rows[0]] * (steps - valid) + rows
+    x = np.asarray(rows, dtype=np.float64)
+    centre = np.asarray(feats["centre"])
+    scale = np.asarray(feats["scale"])
+    z = np.clip((x - centre) / scale, -CLIP, CLIP).astype(np.float32)
+    rep = np.zeros_like(z)
+    if steps > 1:
+        rep[1:] = (x[1:] == x[:-1])
+        rep[: steps - valid + 1] = 0.0  # padded steps and the first real one repeat nothing
+    return int(feats["type_index"]), z, rep, valid, float(feats.get("novelty", 0.0))
 
 
 def vector(feats: Features) -> list[float]:
-    """The features as numbers (``FEATURE_NAMES`` order) for the tree and streaming baselines."""
-    return [float(feats[k]) for k in FEATURE_NAMES]
+    """The standardised current readings (for baselines that take one vector per event)."""
+    return [float(v) for v in feats["z"]]
 
 
-def _span(feats: Features) -> str:
-    n = int(min(feats["long_n"], LONG))
-    return f"~{n}" if n >= LONG else str(n)
+FEATURE_NAMES: list[str] = []  # per-type widths differ; baselines use ``vector`` per asset type
 
 
-def reasons(feats: Features, detail: Any = None, limit: int = 4) -> list[str]:
-    """Short human-readable reasons, strongest first."""
+def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A batch of ``model_input`` values -> the ONNX graph's inputs and the relation statistics.
+
+    Shared by the scorer and by training (``models/sensor_data.py``), so both see the
+    same numbers. Per step and sensor: ``z``, the leave-one-out residual ``r`` (how
+    far the sensor is from what the type's other sensors predict, in its
+    conditional σ), ``dz`` (change since the previous step) and ``rep`` (1 if the
+    raw reading repeated exactly). Assets of different types are padded to the
+    widest, with ``sensor_mask`` 0 on the padding.
+
+    Returns ``values`` [B, T, S, C], ``sensor_ids`` [B, S] (embedding slots),
+    ``sensor_mask`` [B, S], ``step_mask`` [B, T], ``step_stats`` [B, T, 2] (log1p of
+    each step's Mahalanobis distance per sensor and of its largest squared
+    residual: the relation statistics as the model sees them), plus ``d2`` [B, T]
+    (that distance), ``r`` [B, S] (the residuals at the newest step) and ``nov`` [B]
+    (the long-memory novelty of one-sensor types, 0 for the others).
+    """
+    sp = spec(card)
+    b = len(inputs)
+    steps = inputs[0][1].shape[0] if b else sp.window
+    width = max((sp.types[i].precision.shape[0] for i, *_ in inputs), default=1)
+    values = np.zeros((b, steps, width, len(CHANNELS)), dtype=np.float32)
+    ids = np.zeros((b, width), dtype=np.int64)
+    smask = np.zeros((b, width), dtype=np.float32)
+    tmask = np.zeros((b, steps), dtype=np.float32)
+    d2 = np.zeros((b, steps), dtype=np.float32)
+    r2 = np.zeros((b, steps), dtype=np.float32)
+    by_type: dict[int, list[int]] = {}
+    for row, (ti, _, _, valid, _) in enumerate(inputs):
+        by_type.setdefault(ti, []).append(row)
+        tmask[row, steps - valid:] = 1.0
+    for ti, rows in by_type.items():
+        t = sp.types[ti]
+        s = len(t.sensors)
+        z = np.stack([inputs[r][1] for r in rows]).astype(np.float64)  # [n, T, S]
+        rr, dd = relations.residuals(z, t.precision)
+        values[rows, :, :s, 0] = z
+        values[rows, :, :s, 1] = np.clip(rr, -CLIP, CLIP)
+        values[rows, 1:, :s, 2] = np.clip(z[:, 1:] - z[:, :-1], -CLIP, CLIP)
+        values[rows, :, :s, 3] = np.stack([inputs[r][2] for r in rows])
+        d2[rows] = dd / s
+        r2[rows] = np.max(rr * rr, axis=2)
+        ids[rows, :s] = [sp.slots.get(n, 0) for n in t.sensors]
+        smask[rows, :s] = 1.0
+    values[:, :, :, 2] *= np.concatenate([np.zeros((b, 1)), tmask[:, :-1]], 1)[:, :, None] * tmask[:, :, None]
+    stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
+    return {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
+            "step_stats": stats.astype(np.float32), "d2": d2, "r": values[:, -1, :, 1].copy(),
+            "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64)}
+
+
+def reasons(feats: Features, detail: Mapping[str, Any] | None = None, limit: int = 4) -> list[str]:
+    """Short reasons, strongest first: which sensors the model found furthest from what was expected.
+
+    ``detail`` (from the scorer) names, per sensor, the leave-one-out residual
+    (σ from what the type's other sensors predict) and the sensors that predict
+    it most; without it the reasons fall back to the readings' distance from the
+    asset's normal.
+    """
+    names = feats["sensors"]
     out: list[str] = []
-    for i in range(1, TOP + 1):
-        p = f"top{i}_"
-        name = feats.get(p + "name")
-        if name is None:
-            break
-        z, stuck = feats[p + "z"], int(feats[p + "stuck"])
-        if abs(z) >= DEV:
-            out.append(f"{name} {abs(z):.1f}σ {'above' if z > 0 else 'below'} the asset's normal")
-        if stuck >= STUCK_N and feats[p + "repeat"] < 0.3:
-            out.append(f"{name} stuck at {feats[p + 'value']:.4g} for {stuck} readings")
-        if feats[p + "noise"] >= DEV:
-            out.append(f"{name} noise {feats[p + 'noise']:.1f}× its usual level")
-        if abs(feats[p + "shift"]) >= DEV and abs(z) < DEV:
-            out.append(f"{name} level shifted {feats[p + 'shift']:+.1f}σ over the last {RECENT} readings")
-        if abs(feats[p + "drift"]) >= DEV:
-            out.append(f"{name} drifted {feats[p + 'drift']:+.1f}σ across the window")
-        if abs(feats[p + "delta"]) >= 2 * DEV and abs(z) < DEV:
-            out.append(f"{name} jumped {feats[p + 'delta']:+.1f}σ from the previous reading")
-        if feats[p + "env"] > 0 and abs(z) < DEV:
-            out.append(f"{name} at {feats[p + 'value']:.4g}, outside its range of the last {_span(feats)} readings")
-        if feats[p + "renv"] > 0 and feats[p + "env"] <= 0 and abs(z) < DEV:
-            out.append(f"{name} at {feats[p + 'value']:.4g}, {abs(feats[p + 'rz']):.1f}σ from its usual level at "
-                       "this hour of the day")
-        if feats[p + "qenv"] > 0:
-            out.append(f"{name} unusually flat: its quietest stretch in {_span(feats)} readings")
-    if feats["n_dev"] >= 2:
-        out.insert(min(1, len(out)), f"{int(feats['n_dev'])} sensors deviating together")
-    if feats["gap_ratio"] >= 8:
-        out.append(f"{feats['gap_ratio']:.0f}× the usual time since the previous reading")
-    if not out and feats.get("top1_name") is not None:
-        out.append(f"largest deviation: {feats['top1_name']} {feats['top1_z']:+.1f}σ")
+    if detail:
+        for k, r, preds in detail.get("worst", [])[:limit]:
+            name = names[k]
+            side = "above" if r > 0 else "below"
+            if preds:
+                out.append(f"{name} {abs(r):.1f}σ {side} what {_and(names[j] for j in preds)} predict")
+            else:
+                out.append(f"{name} {abs(r):.1f}σ {side} the asset's normal")
+        if detail.get("forecast"):
+            k, e = detail["forecast"]
+            out.append(f"{names[k]} {abs(e):.1f}σ {'above' if e > 0 else 'below'} the model's forecast")
+        if detail.get("cause"):
+            out.append(str(detail["cause"]))
+    if not out:
+        k = max(range(len(names)), key=lambda i: abs(feats["z"][i]))
+        z = feats["z"][k]
+        out.append(f"{names[k]} {abs(z):.1f}σ {'above' if z > 0 else 'below'} the asset's normal")
+    if feats.get("n_base", 0) < 16:
+        out.append(f"new asset: judged on {feats['n_base']} of its own readings so far")
     return out[:limit]
+
+
+def _and(names: Any) -> str:
+    ns = list(names)
+    return ns[0] if len(ns) == 1 else ", ".join(ns[:-1]) + " and " + ns[-1]

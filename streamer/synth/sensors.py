@@ -16,7 +16,13 @@ Fault types (every reading of the asset during an episode has ``label`` 1,
 - ``drift``: one sensor ramps away from normal;
 - ``stuck``: one sensor repeats its last value (or drops to 0: ``dropout``);
 - ``noise_burst``: one sensor's noise grows several-fold;
-- ``correlated``: 2-4 sensors deviate together, inconsistent with the load.
+- ``correlated``: 2-4 sensors deviate together, inconsistent with the load;
+- ``decoupled``: one sensor stops following the others: it keeps its usual
+  level and spread but loses its relation to the load (a fault no single
+  sensor's range shows, only the relations between sensors).
+
+Every event of an asset carries the asset's full sensor set (a reading that
+does not arrive is the producer's problem to report, not a fault).
 
 :func:`inject_faults` applies the same fault shapes to a user's normal-only
 stream, which is how ``streamer model fine-tune`` learns a new asset type
@@ -27,7 +33,8 @@ without labels (contrastive: the data as it is vs. the data with faults).
 (3000, True)
 >>> evs == list(generate(3000, seed=3, fault_rate=0.03, n_assets=6))
 True
->>> 0.01 < sum(e["label"] for e in evs) / len(evs) < 0.08
+>>> many = list(generate(30000, seed=3, fault_rate=0.03, n_assets=24))
+>>> 0.015 < sum(e["label"] for e in many) / len(many) < 0.05
 True
 """
 
@@ -42,11 +49,11 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 DEFAULT_FAULT_RATE = 0.02
 DEFAULT_START_MS = 1_700_000_000_000
-FAULT_TYPES = ("spike", "level_shift", "drift", "stuck", "dropout", "noise_burst", "correlated")
-_FAULT_WEIGHTS = (0.22, 0.18, 0.14, 0.12, 0.06, 0.12, 0.16)
+FAULT_TYPES = ("spike", "level_shift", "drift", "stuck", "dropout", "noise_burst", "correlated", "decoupled")
+_FAULT_WEIGHTS = (0.20, 0.16, 0.13, 0.11, 0.05, 0.11, 0.14, 0.10)
 # (min, max) episode length in readings, per fault type
 _FAULT_LEN = {"spike": (1, 3), "level_shift": (15, 150), "drift": (40, 250), "stuck": (15, 150), "dropout": (5, 60),
-              "noise_burst": (15, 100), "correlated": (10, 100)}
+              "noise_burst": (15, 100), "correlated": (10, 100), "decoupled": (20, 150)}
 _MEAN_LEN = sum(w * (a + b) / 2 for w, (a, b) in zip(_FAULT_WEIGHTS, (_FAULT_LEN[t] for t in FAULT_TYPES)))
 MIN_HISTORY = 96  # readings of an asset before a fault may start (its normal must be observable)
 _DAY = 86_400_000
@@ -142,6 +149,18 @@ class _Scale:
     def last(self) -> float:
         return self.buf[-1] if self.buf else 0.0
 
+    def centre(self) -> float:
+        s = sorted(self.buf)
+        return s[len(s) // 2] if s else 0.0
+
+    def spread(self) -> float:
+        """Plain standard deviation of the recent readings (what the sensor's own range looks like)."""
+        b = list(self.buf)
+        if len(b) < 2:
+            return 0.0
+        m = sum(b) / len(b)
+        return math.sqrt(sum((x - m) ** 2 for x in b) / (len(b) - 1))
+
 
 @dataclass
 class _Episode:
@@ -151,6 +170,7 @@ class _Episode:
     length: int
     targets: dict[str, float]  # sensor -> signed magnitude (absolute units) or frozen value (stuck)
     k: int = 0
+    spread: dict[str, float] = field(default_factory=dict)  # decoupled: sensor -> its own spread
     seed: int = 0
     rng: random.Random = field(default_factory=random.Random)
 
@@ -170,6 +190,8 @@ class _Episode:
                 out[name] = out[name] + self.rng.gauss(0.0, mag)
             elif self.kind == "correlated":
                 out[name] = out[name] + mag * min(1.0, (k + 1) / 3.0)
+            elif self.kind == "decoupled":  # its usual level and spread, unrelated to what the others do
+                out[name] = mag + self.rng.gauss(0.0, self.spread[name])
         self.k += 1
         return out
 
@@ -189,9 +211,10 @@ def _new_episode(rng: random.Random, scales: Mapping[str, _Scale], names: Sequen
     kinds = list(kinds or FAULT_TYPES)
     if weights is None:
         weights = [_FAULT_WEIGHTS[FAULT_TYPES.index(k)] for k in kinds]
-    if len(names) < 2 and "correlated" in kinds:
-        i = kinds.index("correlated")
-        kinds, weights = kinds[:i] + kinds[i + 1:], list(weights[:i]) + list(weights[i + 1:])
+    for multi in ("correlated", "decoupled"):  # relation faults need a second sensor
+        if len(names) < 2 and multi in kinds:
+            i = kinds.index(multi)
+            kinds, weights = kinds[:i] + kinds[i + 1:], list(weights[:i]) + list(weights[i + 1:])
     kind = rng.choices(kinds, weights)[0]
     lo, hi = _FAULT_LEN[kind]
     length = rng.randint(lo, hi)
@@ -200,6 +223,7 @@ def _new_episode(rng: random.Random, scales: Mapping[str, _Scale], names: Sequen
         return math.exp(rng.uniform(math.log(lo_s), math.log(hi_s))) * strength * rng.choice((-1.0, 1.0))
 
     targets: dict[str, float] = {}
+    spread: dict[str, float] = {}
     is_novel = novel > 0 and rng.random() < novel
     if kind == "correlated":
         chosen = rng.sample(list(names), min(len(names), rng.randint(2, 4)))
@@ -208,6 +232,10 @@ def _new_episode(rng: random.Random, scales: Mapping[str, _Scale], names: Sequen
             sg = sign if rng.random() < 0.8 else -sign
             targets[nm] = (scales[nm].beyond(sg * abs(mag(0.3, 5.0))) if is_novel
                            else abs(mag(2.0, 6.0)) * scales[nm].level() * sg)
+    elif kind == "decoupled":
+        nm = rng.choice(list(names))
+        targets[nm] = scales[nm].centre()
+        spread[nm] = scales[nm].spread() or scales[nm].level()
     else:
         nm = rng.choice(list(names))
         sc = scales[nm]
@@ -225,7 +253,7 @@ def _new_episode(rng: random.Random, scales: Mapping[str, _Scale], names: Sequen
             targets[nm] = 0.0
         elif kind == "noise_burst":
             targets[nm] = abs(mag(3.0, 10.0)) * sc.step()
-    return _Episode(kind, length, targets, rng=random.Random(rng.random()))
+    return _Episode(kind, length, targets, spread=spread, rng=random.Random(rng.random()))
 
 
 class _Asset:
@@ -252,7 +280,6 @@ class _Asset:
         self.n = 0
         self.scales = {s.name: _Scale() for s in self.specs}
         self.episode: _Episode | None = None
-        self.drop = 0.02 if len(self.specs) > 2 else 0.0
 
     def normal(self) -> dict[str, float]:
         rng = self.rng
@@ -330,8 +357,6 @@ def generate(
             label, ftype = 1, a.episode.kind
             if a.episode.done:
                 a.episode = None
-        if a.drop and len(readings) > 1 and a.rng.random() < a.drop:  # a reading that did not arrive
-            readings.pop(a.rng.choice(list(readings)))
         ev = {"event_id": f"sn-{seed}-{n}", "ts": int(ts), "asset_id": a.id, "readings": _round(readings),
               "label": label, "fault_type": ftype, "fault_age": age}
         a.n += 1

@@ -1,0 +1,170 @@
+"""Scoring sensor windows: the ONNX model, the relation statistics, and their calibration per asset type.
+
+Four parts, each put on the scale of normal running for its asset type
+(``streamer.calibration``, fitted on held-out normal readings at fine-tune time):
+
+- ``D``: the newest reading's squared Mahalanobis distance under the type's
+  relation model, per sensor (``streamer.encoding.relations``): a level or a
+  relation between sensors off normal;
+- ``R``: the newest reading's largest squared leave-one-out residual: the one
+  sensor furthest from what the others predict (``D`` dilutes it among many);
+- ``Dbar``: ``D`` averaged over the window: a small offset that persists;
+- ``E``: the model's standardised error forecasting the newest reading from
+  the ones before (mean over sensors): what the dynamics did not lead to expect;
+- ``logit``: the model's classifier, trained to tell injected faults from
+  normal windows;
+- ``N``: for one-sensor asset types, how far the reading lies beyond its own
+  long-memory range (``streamer.encoding.novelty``): a lone sensor has no
+  relations to break.
+
+Each type's ``combine`` lists the parts the fine-tune chose for it (on
+held-out normal readings with injected faults; ``N`` alone for one-sensor
+types); their surprises
+(``-log`` normal-tail probability) are added, and the sum is calibrated once
+more, so the final score says how rare the reading is for the type:
+``score = -log10(p) / 10`` (0.3: one in 1,000 normal readings), with ``p``
+scaled per type so that the one alert threshold falls at each type's budget
+of false alarms per asset-day (``budget_scale``). Severity bands are points
+on the same scale. Each alerted event gets
+``detail``: the sensors furthest from what the others predict, with the
+sensors that predict them, for its reasons.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from streamer import calibration
+from streamer.bundle import Bundle
+from streamer.encoding import relations
+from streamer.encoding import sensors as enc
+from streamer.scorer import CPU, Scored, graph_precision, make_session
+
+PARTS = ("D", "R", "Dbar", "E", "logit", "N")
+REASON_SIGMA = 2.5  # a sensor is named in the reasons from this many σ off what the others predict
+CAUSES = {
+    "Dbar": "readings have sat off their normal relations for the last {n} readings",
+    "E": "a change the model did not expect from the readings before",
+    "logit": "the window looks like a fault the model was trained to recognise",
+    "N": "beyond anything this sensor did in its long history (overall or at this hour of the day)",
+}
+
+
+def score_components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndarray, log_sigma: np.ndarray) -> dict[str, np.ndarray]:
+    """The four raw parts per row from ``enc.stack`` arrays and the graph's outputs."""
+    sm, tm = a["sensor_mask"], a["step_mask"]
+    z = a["values"][:, -1, :, 0]
+    e = (z - mu) * np.exp(-log_sigma) * sm
+    n = np.maximum(sm.sum(1), 1.0)
+    r = a["r"] * sm
+    return {"D": a["d2"][:, -1].astype(np.float64),
+            "R": (r * r).max(1).astype(np.float64),
+            "Dbar": (a["d2"] * tm).sum(1) / np.maximum(tm.sum(1), 1.0),
+            "E": (e * e).sum(1) / n,
+            "logit": np.asarray(logit, dtype=np.float64),
+            "N": a["nov"],
+            "e": e}
+
+
+def combine(parts: Mapping[str, np.ndarray], calib: Mapping[str, Any], use: Sequence[str]) -> np.ndarray:
+    """Normal-tail probability of the rows' combined surprise under one type's calibration."""
+    total = np.zeros(len(next(iter(parts.values()))))
+    for name in use:
+        total += calibration.surprise(parts[name], calib[name])
+    return calibration.survival(total, calib["combined"])
+
+
+def budget_scale(alert_threshold: float, alert_p: float) -> float:
+    """Factor on a type's tail probability so the alert threshold falls at its per-reading alarm budget.
+
+    The score's alert point is one probability for every type (``p_of_score(alert)``);
+    a type whose readings come every second gets a smaller budget per reading than
+    one read every three minutes, for the same false alarms per asset-day.
+    """
+    return calibration.p_of_score(alert_threshold) / alert_p
+
+
+class SensorScorer:
+    """``score_batch`` for sensor bundles: same interface as :class:`streamer.scorer.Scorer`."""
+
+    def __init__(self, bundle: Bundle, device: str = "auto", precision: str = "auto", threads: int = 0,
+                 trt_cache_dir: str = ".cache/trt"):
+        self.bundle = bundle
+        card = bundle.card
+        self.spec = enc.spec(card)
+        variants = card.get("variants") or {"fp32": "model.onnx"}
+        self.session, self.choice = make_session(Path(bundle.path) / variants["fp32"], device, threads, trt_cache_dir)
+        graph = graph_precision(precision, self.choice.provider, list(variants))
+        if graph != "fp32":
+            short = self.choice.provider.replace("ExecutionProvider", "").lower() if self.choice.provider != CPU else "cpu"
+            self.session, _ = make_session(Path(bundle.path) / variants[graph], short, threads, trt_cache_dir)
+        self.precision = graph
+        self.model_path = Path(bundle.path) / variants[graph]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        sm = card["sensor_model"]
+        self.use = [list(sm["types"][t.name].get("combine") or ["D"]) for t in self.spec.types]
+        self.calib = [sm["types"][t.name]["calibration"] for t in self.spec.types]
+        self.scale = [budget_scale(bundle.alert_threshold, float(sm["types"][t.name].get("alert_p", 1e-3)))
+                      for t in self.spec.types]
+        self.predictors = [relations.predictors(t.precision) for t in self.spec.types]
+        self.alert = bundle.alert_threshold
+        self.io_binding = False
+        self.runner = None
+
+    @property
+    def provider(self) -> str:
+        return self.choice.provider
+
+    def probe_inputs(self) -> list[Any]:
+        """One all-normal window per asset type (up to four): valid inputs without events."""
+        w = self.spec.window
+        return [(t.index, np.zeros((w, len(t.sensors)), np.float32), np.zeros((w, len(t.sensors)), np.float32), w, 0.0)
+                for t in self.spec.types[:4]]
+
+    def run(self, a: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        feeds = {k: a[k] for k in self.input_names}
+        logit, mu, ls = self.session.run(self.output_names, feeds)
+        return logit, mu, ls
+
+    def score_batch(self, inputs: Sequence[Any]) -> Scored:
+        t0 = time.perf_counter()
+        if not inputs:
+            return Scored(np.zeros(0), [], 0.0)
+        a = enc.stack(inputs, self.bundle.card)
+        logit, mu, ls = self.run(a)
+        parts = score_components(a, logit, mu, ls)
+        p = np.ones(len(inputs))
+        types = np.asarray([inp[0] for inp in inputs])
+        for ti in np.unique(types):
+            rows = np.nonzero(types == ti)[0]
+            p[rows] = combine({k: parts[k][rows] for k in PARTS}, self.calib[ti], self.use[ti]) * self.scale[ti]
+        scores = calibration.to_score(p)
+        details: list[Any] = [None] * len(inputs)
+        for row in np.nonzero(scores >= self.alert)[0]:
+            details[row] = self._detail(int(types[row]), a, parts, int(row))
+        return Scored(scores, details, time.perf_counter() - t0)
+
+    def _detail(self, ti: int, a: Mapping[str, np.ndarray], parts: Mapping[str, np.ndarray], row: int) -> dict[str, Any]:
+        """What made this row unusual: the worst-predicted sensors and the part that weighed most."""
+        s = len(self.spec.types[ti].sensors)
+        r = a["r"][row, :s]
+        order = [int(k) for k in np.argsort(-np.abs(r))[:3] if abs(r[k]) >= REASON_SIGMA]
+        worst = [(k, float(r[k]), self.predictors[ti][k]) for k in order]
+        cal = self.calib[ti]
+        weights = {k: float(calibration.surprise(parts[k][row : row + 1], cal[k])[0]) for k in self.use[ti]}
+        lead = max(weights, key=weights.get)
+        e = parts["e"][row, :s]
+        detail: dict[str, Any] = {"worst": worst, "parts": {k: round(v, 2) for k, v in weights.items()}}
+        if lead == "N":
+            detail["cause"] = CAUSES["N"]
+        elif lead != "D" and lead in CAUSES:
+            detail["cause"] = CAUSES[lead].format(n=int(a["step_mask"][row].sum()))
+        if lead == "E" or not worst:
+            k = int(np.argmax(np.abs(e)))
+            detail["forecast"] = (k, float(e[k]))
+        return detail
