@@ -97,7 +97,7 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
                                     warmup_readings=args.warmup, false_alarms_per_day=args.false_alarms_per_day,
                                     fault_rate=args.fault_rate, resume=args.resume, **given)
             v = card["metrics"]["validation"]
-            print(json.dumps({"combine": {k: t["combine"] for k, t in v["types"].items()}, "false_alarms": v["false_alarms"],
+            print(json.dumps({"combine": v["combine"], "false_alarms": v["false_alarms"],
                               "held_out_injected": {k: {m: d.get(m) for m in ("auprc", "roc_auc", "f1", "fpr")}
                                                     for k, d in card["metrics"]["held_out_injected"].items()
                                                     if isinstance(d, dict) and "auprc" in d}}, indent=2))
@@ -120,7 +120,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     card = read_card(args.bundle)
     if card.get("kind") == "sensor":
-        from models.sensor_pipeline import evaluate_bundle as evaluate_sensor
+        from models.sensor_evaluate import evaluate_bundle as evaluate_sensor
 
         report = evaluate_sensor(args.bundle, args.data or None, split=args.split, precision=args.precision,
                                  threads=args.threads)
@@ -229,7 +229,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--bundle", required=True, help="base bundle directory (must contain checkpoint/)")
     p.add_argument("--train", required=True, help="JSONL events (labelled; for sensors, normal-only readings)")
     p.add_argument("--out", required=True, help="output bundle directory")
-    p.add_argument("--steps", type=int, default=None, help="training steps (None: 400 for token models, 600 for sensors)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (None: 400 for token models, 300 for sensors)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (None: 3e-4 for token models, 1e-3 for sensors)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="newest share of rows (of each asset's, for sensors) held out for thresholds and calibration")

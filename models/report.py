@@ -115,15 +115,21 @@ def sensor_types_table(card: Mapping[str, Any]) -> str:
 
 
 def sensor_parts_table(card: Mapping[str, Any]) -> str:
-    """Per asset type: each part alone, the chosen combination, the best pairs (held-out injected AUPRC)."""
+    """Each part alone and the best combinations (held-out injected AUPRC, multi-sensor types pooled), then per type."""
     v = (card.get("metrics") or {}).get("validation") or {}
-    singles = ("D", "R", "Dbar", "E", "logit", "N")
-    rows = ["| asset type | " + " | ".join(singles) + " | chosen | its AUPRC |", "|---" * (len(singles) + 3) + "|"]
+    table = v.get("auprc_on_injected_by_parts") or {}
+    chosen = "+".join(v.get("combine") or [])
+    singles = [k for k in ("D", "R", "Dbar", "Rbar", "S", "E", "logit") if k in table]
+    best = [k for k, _ in sorted(((k, x) for k, x in table.items() if "+" in k and x is not None), key=lambda kv: -kv[1])[:6]]
+    rows = ["| parts (all multi-sensor types) | held-out injected AUPRC |", "|---|---|"]
+    for k in singles + best + ([chosen] if chosen and chosen not in singles + best else []):
+        rows.append(f"| {'**' + k + '** (chosen)' if k == chosen else k} | {_f(table.get(k))} |")
+    per = ["", "| asset type | " + " | ".join(singles + ["N"]) + " | used | its AUPRC |", "|---" * (len(singles) + 4) + "|"]
     for name, t in (v.get("types") or {}).items():
-        table = t.get("auprc_on_injected_by_parts") or {}
-        chosen = "+".join(t.get("combine") or [])
-        rows.append(f"| {name} | " + " | ".join(_f(table.get(k)) for k in singles) + f" | {chosen} | {_f(table.get(chosen))} |")
-    return "\n".join(rows)
+        own = t.get("auprc_on_injected_by_parts") or {}
+        used = "+".join(t.get("combine") or [])
+        per.append(f"| {name} | " + " | ".join(_f(own.get(k)) for k in singles + ["N"]) + f" | {used} | {_f(own.get(used))} |")
+    return "\n".join(rows + per)
 
 
 def sensor_variants_table(card: Mapping[str, Any]) -> str:

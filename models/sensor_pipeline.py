@@ -23,7 +23,6 @@ same data; export ONNX (parity-checked) and write the bundle.
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import sys
 import time
@@ -37,41 +36,52 @@ from models import sensor_data as sd
 from models import sensor_fit as fit
 from models import sensor_recipe as sr
 from models.pipeline import _round
-from streamer import calibration
+from models.sensor_calibrate import alert_budget, auprc, calibrate, thresholds
+from models.sensor_evaluate import baseline_report, metrics, score_encoded
 from streamer.encoding import sensors as enc
-from streamer.sensor_scorer import PARTS, budget_scale, combine
 
 Log = Callable[[str], None]
-SEVERITY_P = {"low": 1e-3, "medium": 1e-4, "high": 1e-5, "critical": 1e-6}
-DAY_MS = 86_400_000
-MIN_CALIBRATION = 20  # held-out normal readings a type needs for its calibration
-
-
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def thresholds() -> dict[str, Any]:
-    """Alert threshold and severity bands on the score scale (the same for every asset type)."""
-    sev = {k: round(float(calibration.to_score(np.array([p]))[0]), 6) for k, p in SEVERITY_P.items()}
-    return {"alert": sev["low"], "severity": sev,
-            "meaning": "score = -log10(p)/10, p the chance that a normal reading of the asset type is this unusual, "
-                       "scaled so that the alert threshold is reached at the type's budget of false alarms per asset-day"}
+def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float, warmup: int = 0
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(training, held-out) events, stream order kept: per asset, after its first ``warmup`` rows (which
+    form its baseline and always train), every k-th block of consecutive rows is held out (k = 1/fraction).
 
+    Blocks, not the newest rows: normal running has daily cycles and operating points, and held-out
+    rows that cover only the last hours of the data would calibrate the alert threshold on a slice of
+    it. Each held-out row carries ``_half`` (0/1, alternating held blocks): the two halves on which the
+    report measures the false-alarm rate with a calibration fitted on the other.
 
-def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training, held-out) events: the newest ``fraction`` of each asset's rows held out, stream order kept."""
+    >>> evs = [{"asset_id": "a", "n": i} for i in range(300)]
+    >>> tr, ho = split_by_asset(evs, 0.2, warmup=100)
+    >>> len(tr), len(ho), ho[0]["n"], sorted({e["_half"] for e in ho})
+    (268, 32, 164, [0, 1])
+    """
     evs = [dict(e) for e in events]
     count: dict[str, int] = defaultdict(int)
     for e in evs:
         count[str(e.get("asset_id"))] += 1
+    every = max(2, int(round(1.0 / fraction))) if fraction > 0 else 0
     seen: dict[str, int] = defaultdict(int)
     train, held = [], []
     for e in evs:
         a = str(e.get("asset_id"))
-        cut = count[a] - int(round(count[a] * fraction))
-        (train if seen[a] < cut else held).append(e)
+        i = seen[a]
         seen[a] += 1
+        rest = count[a] - warmup
+        if not every or i < warmup or rest <= 0:
+            train.append(e)
+            continue
+        size = max(16, min(64, rest // (5 * every)))
+        block = (i - warmup) // size
+        if block % every == every - 1:
+            e["_half"] = (block // every) % 2
+            held.append(e)
+        else:
+            train.append(e)
     return train, held
 
 
@@ -92,15 +102,6 @@ def cadences(events: Iterable[Mapping[str, Any]], types: Mapping[str, Mapping[st
     return {n: float(np.median(g)) if g else 60_000.0 for n, g in ((n, gaps.get(n, [])) for n in types)}
 
 
-def alert_budget(cadence_ms: float, false_alarms_per_day: float) -> float:
-    """Per-reading false-alarm probability that gives ``false_alarms_per_day`` alerts per asset-day.
-
-    >>> round(alert_budget(180_000, 1.0), 5), alert_budget(1_000, 1.0) == 1e-5
-    (0.00208, True)
-    """
-    return float(min(0.05, max(1e-5, false_alarms_per_day * cadence_ms / DAY_MS)))
-
-
 def make_card(name: str, version: str, types: Mapping[str, Any], slots: Mapping[str, int], window: int,
               warmup: int) -> dict[str, Any]:
     return {"name": name, "version": version, "kind": "sensor", "encoding_version": enc.ENCODING_VERSION,
@@ -113,175 +114,6 @@ def _input_names() -> Sequence[str]:
     from models.sensor_model import INPUT_NAMES
 
     return INPUT_NAMES
-
-
-# -- calibration --------------------------------------------------------------------------
-
-
-def _parts_by_type(outputs: Mapping[str, np.ndarray], data: sd.Encoded) -> dict[int, dict[str, np.ndarray]]:
-    types = np.asarray([i[0] for i in data.inputs])
-    return {int(t): {k: outputs[k][types == t] for k in PARTS} for t in np.unique(types)}
-
-
-def _auprc(y: np.ndarray, s: np.ndarray) -> float | None:
-    from sklearn.metrics import average_precision_score
-
-    return float(average_precision_score(y, s)) if 0 < y.sum() < len(y) else None
-
-
-MODEL_PARTS = ("D", "R", "Dbar", "E", "logit")  # candidates for types with several sensors; one-sensor types: N
-
-
-def _calibrated(parts: Mapping[str, np.ndarray], use: Sequence[str]) -> dict[str, Any]:
-    c = {k: calibration.fit(parts[k]) for k in use}
-    c["combined"] = calibration.fit(sum(calibration.surprise(parts[k], c[k]) for k in use))
-    return c
-
-
-def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal: sd.Encoded,
-              val_injected: Mapping[str, np.ndarray], injected: sd.Encoded, budgets: Mapping[str, float],
-              log: Log = _log) -> dict[str, Any]:
-    """Per asset type: the parts to combine, their calibration, the alert budget; returns the report.
-
-    ``val_normal``/``val_injected``: the model's outputs (``sensor_train.outputs``) on the
-    held-out normal rows and on the same rows with injected faults. For a type with several
-    sensors the combination is the subset of D, R, Dbar, E and logit with the best AUPRC on
-    its injected rows (ties: fewer parts); a one-sensor type is judged by its novelty N. The
-    false-alarm rate of the alert threshold is measured on each half of the type's held-out
-    normal rows with the calibration fitted on the other half.
-    """
-    spec = enc.spec(card)
-    types = card["sensor_model"]["types"]
-    normal_by = _parts_by_type(val_normal, normal)
-    inj_by = _parts_by_type(val_injected, injected)
-    inj_types = np.asarray([i[0] for i in injected.inputs])
-    y_by = {t: np.asarray(injected.labels)[inj_types == t] for t in inj_by}
-    report: dict[str, Any] = {"types": {}, "false_alarms": {}}
-    alert = thresholds()["alert"]
-    for t, parts in sorted(normal_by.items()):
-        at = spec.types[t]
-        name = at.name
-        if len(parts["D"]) < MIN_CALIBRATION:
-            raise fit.FitError(f"asset type {name!r}: {len(parts['D'])} held-out normal readings; need at least "
-                               f"{MIN_CALIBRATION} to calibrate its scores (more data, or a larger validation share)")
-        cands = [("N",)] if at.novelty else [c for r in range(1, len(MODEL_PARTS) + 1) for c in itertools.combinations(MODEL_PARTS, r)]
-        table = {}
-        for use in cands:
-            if t in inj_by:
-                c = _calibrated(parts, use)
-                table["+".join(use)] = _auprc(y_by[t], -np.log10(combine(inj_by[t], c, use)))
-        scored = [(k, v) for k, v in table.items() if v is not None]
-        best = max(scored, key=lambda kv: (round(kv[1], 4), -kv[0].count("+")))[0] if scored else "+".join(cands[0])
-        use = best.split("+")
-        types[name]["combine"] = use
-        types[name]["calibration"] = _calibrated(parts, use)
-        types[name]["alert_p"] = budgets[name]
-        n = len(parts["D"])
-        half = np.arange(n) < n // 2
-        rates = []
-        for fit_rows, check_rows in ((half, ~half), (~half, half)):
-            c = _calibrated({k: v[fit_rows] for k, v in parts.items()}, use)
-            p = combine({k: v[check_rows] for k, v in parts.items()}, c, use) * budget_scale(alert, budgets[name])
-            rates.append(float(np.mean(calibration.to_score(p) >= alert)))
-        cad = types[name]["cadence_ms"]
-        report["false_alarms"][name] = {
-            "alert_budget_per_reading": budgets[name], "heldout_false_alarm_rate": round(float(np.mean(rates)), 6),
-            "heldout_false_alarms_per_asset_day": round(float(np.mean(rates)) * DAY_MS / cad, 3),
-            "heldout_readings": n, "cadence_ms": cad}
-        report["types"][name] = {"combine": use, "auprc_on_injected_by_parts": table,
-                                 "injected_positives": int(y_by.get(t, np.zeros(0)).sum())}
-    log("calibration: " + "; ".join(f"{k} {'+'.join(v['combine'])} (FAR {report['false_alarms'][k]['heldout_false_alarm_rate']:.4f})"
-                                    for k, v in report["types"].items()))
-    report["how"] = ("per asset type: each chosen part's -log normal-tail probability (empirical body + exponential "
-                     "tail fitted on the type's held-out normal readings) summed; the sum calibrated the same way; the "
-                     "parts are the subset with the best AUPRC on the type's held-out normal readings with injected "
-                     "faults (one-sensor types: the novelty N)")
-    return report
-
-
-# -- evaluation -----------------------------------------------------------------------------
-
-
-def score_encoded(bundle_dir: str | Path, data: sd.Encoded, threads: int = 1, batch: int = 256) -> np.ndarray:
-    """Scores of encoded rows through the bundle's ONNX graph and calibration (the worker's scorer)."""
-    from streamer.bundle import load_bundle
-    from streamer.scorer import make_scorer
-
-    bundle = load_bundle(bundle_dir)
-    scorer = make_scorer(bundle, "cpu", "fp32", threads)
-    out = np.zeros(len(data))
-    for idx, _ in _type_batches(data, batch):
-        out[idx] = scorer.score_batch([data.inputs[i] for i in idx]).scores
-    return out
-
-
-def _type_batches(data: sd.Encoded, size: int) -> Iterable[tuple[np.ndarray, None]]:
-    for rows in sd.by_type(data).values():
-        for s in range(0, len(rows), size):
-            yield np.asarray(rows[s : s + size]), None
-
-
-def metrics(labels: Sequence[int], scores: np.ndarray, threshold: float, fault_types: Sequence[str | None]) -> dict[str, Any]:
-    from models import evaluate as ev
-
-    m = ev.metrics(list(labels), scores.tolist(), threshold)
-    y = np.asarray(labels)
-    ft = np.asarray([f or "" for f in fault_types])
-    m["per_fault_type"] = {str(k): {"events": int((ft == k).sum()), "recall": round(float((scores[ft == k] >= threshold).mean()), 4)}
-                           for k in sorted(set(ft[y == 1]) - {""})}
-    return m
-
-
-def _matrix(events: Sequence[Mapping[str, Any]], sensors: Sequence[str]) -> np.ndarray:
-    return np.asarray([[float(e["readings"][n]) for n in sensors] for e in events], dtype=np.float64)
-
-
-def baseline_report(card: Mapping[str, Any], train_events: Sequence[Mapping[str, Any]], held_normal: Sequence[Mapping[str, Any]],
-              eval_events: Sequence[Mapping[str, Any]], budgets: Mapping[str, float], seed: int = 0) -> dict[str, Any]:
-    """PCA T²+Q (per type on the training normal rows, and per asset on its own first readings) and an
-    Isolation Forest, on ``eval_events``; each at its own threshold for the type's alert budget on held-out normal rows."""
-    from models.sensor_baselines import IForest, Pca, per_asset_pca
-
-    types = card["sensor_model"]["types"]
-    by_set = {frozenset(t["sensors"]): n for n, t in types.items()}
-
-    def group(evs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[Mapping[str, Any]]]]:
-        out: dict[str, dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-        for e in evs:
-            name = by_set.get(frozenset(e["readings"]))
-            if name is not None:
-                out[name][str(e["asset_id"])].append(e)
-        return out
-
-    tr, ho, evg = group(train_events), group(held_normal), group(eval_events)
-    result: dict[str, list[np.ndarray]] = defaultdict(list)
-    labels, ftypes = [], []
-    for name, assets in evg.items():
-        sensors = types[name]["sensors"]
-        if name not in tr:
-            continue
-        x_tr = np.concatenate([_matrix(v, sensors) for v in tr[name].values()])
-        pca, forest = Pca.fit(x_tr), IForest(x_tr, seed=seed)
-        x_ho = np.concatenate([_matrix(v, sensors) for v in ho.get(name, {}).values()]) if ho.get(name) else x_tr
-        thr = {"pca_t2q": np.quantile(pca.score(x_ho), 1 - budgets[name]),
-               "iforest": np.quantile(forest.score(x_ho), 1 - budgets[name])}
-        for asset, evs in assets.items():
-            x = _matrix(evs, sensors)
-            labels.extend(int(e.get("label") or 0) for e in evs)
-            ftypes.extend(e.get("fault_type") for e in evs)
-            # each detector's score divided by its own threshold: 1.0 is its alert point
-            result["pca_t2q"].append(pca.score(x) / thr["pca_t2q"])
-            result["iforest"].append(forest.score(x) / thr["iforest"])
-            own = per_asset_pca(x)
-            fit_n = max(2 * len(sensors) + 2, min(400, len(x) // 2))
-            result["pca_t2q_per_asset"].append(own / max(float(np.quantile(own[:fit_n], 1 - budgets[name])), 1e-12))
-    out: dict[str, Any] = {}
-    for k, parts in result.items():
-        out[k] = metrics(labels, np.concatenate(parts), 1.0, ftypes)
-    out["fitted_on"] = ("pca_t2q and iforest: the training part of the same normal rows, per asset type (alert "
-                        "threshold at the type's budget on the held-out normal rows); pca_t2q_per_asset: each evaluated "
-                        "asset's own first min(400, half) readings (threshold from those readings)")
-    return out
 
 
 # -- the shared core --------------------------------------------------------------------------
@@ -353,12 +185,14 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
 
     def select(m: Any) -> float:
         o = st.outputs(m, sel, card)
-        return _auprc(val_y, o["logit"]) or 0.0
+        return auprc(val_y, o["logit"]) or 0.0
 
     summary = st.train(model, pools, cfg, select=select if val_y.sum() else None, checkpoint_dir=out / ".train",
                        resume=resume, log=log)
     budgets = {n: alert_budget(types[n]["cadence_ms"], false_alarms_per_day) for n in types}
-    report = calibrate(card, st.outputs(model, held_n, card), held_n, st.outputs(model, held_i, card), held_i, budgets, log)
+    halves = np.asarray([e.get("_half", 0) for e in stream if e.get("_held")])
+    report = calibrate(card, st.outputs(model, held_n, card), held_n, st.outputs(model, held_i, card), held_i, budgets,
+                       halves, log)
     return summary, report, {"held_injected": held_i, "held_injected_events": [e for e in held_inj_events if e.get("_held")],
                              "held_normal": held_n,
                              "budgets": budgets, "train_rows": len(train_n)}
@@ -371,6 +205,8 @@ def _finish(out: Path, card: dict[str, Any], model: Any, held: sd.Encoded, varia
     from models.sensor_export import export_all, throughput
 
     out.mkdir(parents=True, exist_ok=True)
+    for stale in ("tokenizer.json", *(f for k, f in VARIANT_FILES.items() if k != "fp32" and k not in variants)):
+        (out / stale).unlink(missing_ok=True)  # left by an older build (a token model) in the same directory
     graphs, checks = export_all(model, out, held.inputs, card, variants, log)
     if measure_speed:
         batch = enc.stack(held.inputs[:64], card)
@@ -429,8 +265,12 @@ def build(out: str | Path, *, preset: str | None = None, steps_scale: float = 1.
           resume: str | Path | None = None, seed: int | None = None, threads: int = 1, progress: bool = True,
           name: str | None = None, version: str | None = None, command: str | None = None, nab: bool | None = None,
           variants: Sequence[str] = ("fp16", "int8"), measure_speed: bool = True, baselines: bool = True,
-          log: Log = _log, **_: Any) -> dict[str, Any]:
-    """Train the shipped sensor bundle from its recipe into ``out``; returns the card."""
+          warmup: int | None = None, log: Log = _log, **_: Any) -> dict[str, Any]:
+    """Train the shipped sensor bundle from its recipe into ``out``; returns the card.
+
+    ``nab``, ``variants``, ``measure_speed``, ``baselines`` and ``warmup`` (the recipe's 128
+    readings per asset) exist so tests can build a tiny bundle in seconds.
+    """
     from models.bundle import git_commit, write_card
     from models.sensor_model import architecture
     from models.sensor_model import build as build_net
@@ -440,6 +280,8 @@ def build(out: str | Path, *, preset: str | None = None, steps_scale: float = 1.
 
     t_start = time.perf_counter()
     recipe = dict(sr.RECIPE)
+    if warmup is not None:
+        recipe["warmup"] = warmup
     threads = resolve_threads(threads)
     seed = recipe["seed"] if seed is None else seed
     use_nab = recipe.get("nab", False) if nab is None else nab
@@ -457,7 +299,7 @@ def build(out: str | Path, *, preset: str | None = None, steps_scale: float = 1.
     if use_nab:
         normal.extend(sr.nab_normal_events())
     normal.sort(key=lambda e: e["ts"])
-    train_ev, held_ev = split_by_asset(normal, recipe["validation_fraction"])
+    train_ev, held_ev = split_by_asset(normal, recipe["validation_fraction"], recipe["warmup"])
     types = fit.fit_types(train_ev, warmup=recipe["warmup"], window=recipe["window"], adapt=recipe.get("adapt") or 0)
     for tname, c in cadences(train_ev, types).items():
         types[tname]["cadence_ms"] = c
@@ -525,7 +367,7 @@ def read_normal(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path, *, steps: int = 600, lr: float = 1e-3,
+def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path, *, steps: int = 300, lr: float = 1e-3,
                      batch_size: int = 64, val_fraction: float = 0.2, fault_rate: float = 0.08, seed: int = 0,
                      threads: int = 0, progress: bool = True, version_suffix: str = "ft", command: str | None = None,
                      warmup_readings: int | None = None, false_alarms_per_day: float = 1.0,
@@ -550,7 +392,7 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
         raise DataError(f"{train_path}: {len(events)} events; need at least {fit.MIN_READINGS} normal readings")
     sm = base["sensor_model"]
     warm = int(warmup_readings or sm.get("warmup", enc.DEFAULT_WARMUP))
-    train_ev, held_ev = split_by_asset(events, val_fraction)
+    train_ev, held_ev = split_by_asset(events, val_fraction, warm)
     try:
         types = fit.fit_types(train_ev, warmup=warm, window=int(sm["window"]), existing=sm.get("types"))
     except fit.FitError as exc:
@@ -566,7 +408,7 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
     card = make_card(base["name"], f"{base['version']}+{version_suffix}", types, slots, int(sm["window"]), warm)
     out = Path(out)
     cfg = SensorTrainConfig(steps=steps, lr=lr, batch_size=batch_size, warmup=min(50, max(1, steps // 5)),
-                            select_every=max(1, min(100, steps)), seed=seed, threads=threads, progress=progress)
+                            select_every=max(1, min(50, steps)), seed=seed, threads=threads, progress=progress)
     try:
         summary, report, sets = _fit_model(card, train_ev, held_ev, model=model, cfg=cfg,
                                            inject={"seed": seed + 11, "fault_rate": fault_rate},
@@ -598,35 +440,6 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
     return card
 
 
-def evaluate_bundle(bundle_dir: str | Path, data: Sequence[str | Path] | None = None, split: str = "test_small",
-                    precision: str = "fp32", threads: int = 1) -> dict[str, Any]:
-    """Model metrics of a sensor bundle through the worker's scorer (``streamer model evaluate``).
-
-    ``data``: labelled JSONL files (each its own stream); else the card's ``split``
-    regenerated from its recorded synthetic spec (what ``--check`` compares with the card).
-    """
-    from models.bundle import read_card
-    from models.dataset import read_jsonl
-    from streamer.synth.sensors import generate
-
-    card = read_card(bundle_dir)
-    if precision != "fp32":
-        raise ValueError("the sensor scorer serves the fp32 graph on CPU; --precision fp16/int8 are GPU variants")
-    if data:
-        streams = [(str(p), list(read_jsonl(p))) for p in data]
-    else:
-        specs = ((card.get("training") or {}).get("eval_specs") or {}).get(split)
-        if not specs:
-            raise ValueError(f"{bundle_dir}: the card records no {split!r} spec; pass --data FILE.jsonl")
-        streams = [(sr.describe(sp), list(generate(**sp["synth"]))) for sp in specs]
-    enc_all, sources = sd.Encoded(), []
-    for src, evs in streams:
-        enc_all.extend(sd.encode(evs, card, source=src))
-        sources.append(src)
-    scores = score_encoded(bundle_dir, enc_all, threads)
-    return {"data": sources, "model": metrics(enc_all.labels, scores, card["thresholds"]["alert"], enc_all.fault_types)}
-
-
 def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, variants: Sequence[str] = ("fp16", "int8"),
                   log: Log = _log) -> dict[str, Any]:
     """Re-export a sensor bundle's graphs from its torch checkpoint (``streamer model export``)."""
@@ -649,15 +462,5 @@ def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, variant
         raise ValueError(f"{src}: no rows to check the export on (the card records no test_small spec of its types)")
     _finish(dst, card, model, rows, variants, True, log)
     return card["variant_checks"]
-
-
-def evaluate_events(bundle_dir: str | Path, events: Sequence[Mapping[str, Any]], threads: int = 1) -> dict[str, Any]:
-    """Model metrics of a bundle on labelled events (``streamer model evaluate --data``)."""
-    from models.bundle import read_card
-
-    card = read_card(bundle_dir)
-    data = sd.encode(events, card, source="evaluation data")
-    scores = score_encoded(bundle_dir, data, threads)
-    return {"model": metrics(data.labels, scores, card["thresholds"]["alert"], data.fault_types)}
 
 

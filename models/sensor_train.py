@@ -206,21 +206,15 @@ def train(model: SensorNet, train_pools: Pools, cfg: SensorTrainConfig, *,
 
 @torch.no_grad()
 def outputs(model: SensorNet, data: sd.Encoded, card: Mapping[str, Any], batch: int = 512) -> dict[str, np.ndarray]:
-    """The exported graph's outputs in torch, per row: logit, newest-step forecast error E, d2 and its window mean."""
+    """Every score part per row (``streamer.sensor_scorer.PARTS``), the graph's outputs computed in torch."""
     from models.sensor_model import ExportWrapper
+    from streamer.sensor_scorer import PARTS, score_components
 
     wrap = ExportWrapper(model).eval()
-    n = len(data)
-    out = {k: np.zeros(n, dtype=np.float64) for k in ("logit", "E", "D", "R", "Dbar")}
+    out = {k: np.zeros(len(data), dtype=np.float64) for k in PARTS}
     for idx, a in sd.batches(data, card, batch):
         logit, mu, ls = wrap(*_tensors(a, np.arange(len(idx))))
-        comp = components(a, logit.numpy(), mu.numpy(), ls.numpy())
-        for k in out:
+        comp = score_components(a, logit.numpy(), mu.numpy(), ls.numpy())
+        for k in PARTS:
             out[k][idx] = comp[k]
     return out
-
-
-def components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndarray, log_sigma: np.ndarray) -> dict[str, np.ndarray]:
-    from streamer.sensor_scorer import score_components
-
-    return score_components(a, logit, mu, log_sigma)

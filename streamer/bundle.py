@@ -1,4 +1,4 @@
-"""Model bundles: a directory with model.onnx, tokenizer.json and card.json.
+"""Model bundles: a directory with model.onnx, card.json and (token models) tokenizer.json.
 
 The card is the contract between the offline side that writes a bundle and the
 worker that loads it. Loading checks everything the worker relies on up front, so
@@ -8,11 +8,13 @@ single event (and a hot reload can keep the running model).
 card.json fields used by the worker::
 
     name, version, kind ("transaction" | "sensor"), encoding_version,
-    max_seq_len, buckets (list of padded lengths),
-    inputs (["input_ids", "attention_mask"]), output ("logits", shape [B, 2]),
     thresholds: {"alert": float, "severity": {"low": f, "medium": f, "high": f, "critical": f}},
-    normalization (kind-specific, e.g. sensor name -> {"mean", "std"}),
     variants: {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"},
+    inputs: ["input_ids", "attention_mask"] for a token model, whose card also has
+        max_seq_len, buckets (padded lengths) and output ("logits", [B, 2]);
+        a numeric model (the sensor model) names its graph inputs instead and has no tokenizer,
+        its card holds sensor_model (asset types, relations, calibration, slots: see
+        streamer/encoding/sensors.py) and the encoding checks it (``check_card``);
     architecture, training, metrics (informational, shown by doctor and docs).
 """
 

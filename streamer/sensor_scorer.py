@@ -9,6 +9,9 @@ Four parts, each put on the scale of normal running for its asset type
 - ``R``: the newest reading's largest squared leave-one-out residual: the one
   sensor furthest from what the others predict (``D`` dilutes it among many);
 - ``Dbar``: ``D`` averaged over the window: a small offset that persists;
+- ``Rbar``: the largest per-sensor mean squared residual over the window: one
+  sensor that has stopped following the others, though no single reading shows it;
+- ``S``: the longest run of exactly repeated readings ending now (a stuck sensor);
 - ``E``: the model's standardised error forecasting the newest reading from
   the ones before (mean over sensors): what the dynamics did not lead to expect;
 - ``logit``: the model's classifier, trained to tell injected faults from
@@ -44,10 +47,12 @@ from streamer.encoding import relations
 from streamer.encoding import sensors as enc
 from streamer.scorer import CPU, Scored, graph_precision, make_session
 
-PARTS = ("D", "R", "Dbar", "E", "logit", "N")
+PARTS = ("D", "R", "Dbar", "Rbar", "S", "E", "logit", "N")
 REASON_SIGMA = 2.5  # a sensor is named in the reasons from this many σ off what the others predict
 CAUSES = {
     "Dbar": "readings have sat off their normal relations for the last {n} readings",
+    "Rbar": "a sensor has stopped following the others over the last {n} readings",
+    "S": "a sensor has repeated the exact same value for {run} readings",
     "E": "a change the model did not expect from the readings before",
     "logit": "the window looks like a fault the model was trained to recognise",
     "N": "beyond anything this sensor did in its long history (overall or at this hour of the day)",
@@ -61,9 +66,19 @@ def score_components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndar
     e = (z - mu) * np.exp(-log_sigma) * sm
     n = np.maximum(sm.sum(1), 1.0)
     r = a["r"] * sm
+    steps = np.maximum(tm.sum(1), 1.0)
+    rw = a["values"][:, :, :, 1] * sm[:, None, :]  # leave-one-out residual of every step
+    rep = a["values"][:, :, :, 3] * sm[:, None, :]
+    run = np.zeros(rep.shape[::2])  # [B, S]: exact repeats ending at the newest step
+    alive = np.ones_like(run)
+    for t in range(rep.shape[1] - 1, 0, -1):
+        alive = alive * rep[:, t]
+        run += alive
     return {"D": a["d2"][:, -1].astype(np.float64),
             "R": (r * r).max(1).astype(np.float64),
-            "Dbar": (a["d2"] * tm).sum(1) / np.maximum(tm.sum(1), 1.0),
+            "Dbar": (a["d2"] * tm).sum(1) / steps,
+            "Rbar": ((rw * rw) * tm[:, :, None]).sum(1).max(1) / steps,
+            "S": run.max(1),
             "E": (e * e).sum(1) / n,
             "logit": np.asarray(logit, dtype=np.float64),
             "N": a["nov"],
@@ -160,10 +175,8 @@ class SensorScorer:
         lead = max(weights, key=weights.get)
         e = parts["e"][row, :s]
         detail: dict[str, Any] = {"worst": worst, "parts": {k: round(v, 2) for k, v in weights.items()}}
-        if lead == "N":
-            detail["cause"] = CAUSES["N"]
-        elif lead != "D" and lead in CAUSES:
-            detail["cause"] = CAUSES[lead].format(n=int(a["step_mask"][row].sum()))
+        if lead != "D" and lead in CAUSES:
+            detail["cause"] = CAUSES[lead].format(n=int(a["step_mask"][row].sum()), run=int(parts["S"][row]) + 1)
         if lead == "E" or not worst:
             k = int(np.argmax(np.abs(e)))
             detail["forecast"] = (k, float(e[k]))

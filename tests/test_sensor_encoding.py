@@ -183,3 +183,16 @@ def test_a_one_sensor_type_also_measures_novelty_against_its_long_history():
     assert max(ordinary) < 1.0 and rows[-1][0]["novelty"] > 4.0
     assert rows[-1][1][4] == rows[-1][0]["novelty"]  # it travels to the scorer with the window
     assert stream([{"flow": 1.0, "current": 2.0}])[0][0]["novelty"] == 0.0  # multi-sensor types: not computed
+
+
+def test_window_parts_see_a_stuck_sensor_and_a_sensor_that_stopped_following():
+    rs = normal_pump(12) + [{"current": 11.0, "flow": 104.0}] * 5
+    batch = enc.stack([stream(rs)[-1][1], stream(normal_pump(17))[-1][1]], CARD)
+    zeros = np.zeros(2)
+    parts = score_components(batch, zeros, batch["values"][:, -1, :, 0], np.zeros((2, 2)))
+    assert parts["S"].tolist()[0] == 4.0 and parts["S"][1] <= 1.0  # 5 equal readings: 4 repeats
+    # current follows flow, then stops: each reading ordinary, their relation not
+    broken = normal_pump(12) + [{"current": 10.0, "flow": 100.0 + 8.0 * (-1) ** i} for i in range(6)]
+    b2 = enc.stack([stream(broken)[-1][1], stream(normal_pump(18))[-1][1]], CARD)
+    p2 = score_components(b2, zeros, b2["values"][:, -1, :, 0], np.zeros((2, 2)))
+    assert p2["Rbar"][0] > 5 * p2["Rbar"][1]

@@ -111,7 +111,7 @@ def test_fit_types_finds_the_type_its_relations_and_its_errors():
         fit.fit_types(flat)
     changing = mill()
     changing[300] = {**changing[300], "readings": {"spindle_hz": 1.0, "coolant_c": 2.0}}
-    with pytest.raises(fit.FitError, match=r"row 301 .*reported sensors .* missing \['motor_a'\]"):
+    with pytest.raises(fit.FitError, match=r"row 301 .*reported sensors .*missing \['motor_a'\]"):
         fit.fit_types(changing)
     inf = mill()
     inf[7] = {**inf[7], "readings": {**inf[7]["readings"], "coolant_c": math.inf}}
@@ -182,8 +182,8 @@ def tiny_base(tmp_path_factory) -> Path:
     from models.sensor_pipeline import build
 
     out = tmp_path_factory.mktemp("tiny") / "sensors"
-    build(out, preset="tiny", steps_scale=0.02, data_scale=0.03, nab=False, baselines=False, variants=(),
-          measure_speed=False, progress=False, log=lambda m: None)
+    build(out, preset="tiny", steps_scale=0.02, data_scale=0.04, nab=False, baselines=False, variants=(),
+          measure_speed=False, progress=False, warmup=24, log=lambda m: None)
     return out
 
 
@@ -285,7 +285,7 @@ def test_shipped_bundle_card_and_reproduction():
     assert card["architecture"]["backbone_config"]["model_type"] == "deepseek_v3"
     for name, t in card["sensor_model"]["types"].items():
         assert t["calibration"] and t["alert_p"] > 0, name
-    from models.sensor_pipeline import evaluate_bundle
+    from models.sensor_evaluate import evaluate_bundle
 
     got = evaluate_bundle(SHIPPED, split="test_small")["model"]
     want = card["metrics"]["test_small"]["model"]
