@@ -119,24 +119,31 @@ def _input_names() -> Sequence[str]:
 # -- the shared core --------------------------------------------------------------------------
 
 HELD_INJECTED_ROWS = 4000  # held-out rows with injected faults wanted for selection and the report
+HELD_INJECTED_POSITIVES = 200  # ...and faulty rows among them
+MAX_COPIES = 60
 SELECTION_ROWS = 8000  # rows the classifier's selection metric is computed on during training
 
 
 def injected_copies(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[str, Any]], seed: int, fault_rate: float,
-                    rows: int = HELD_INJECTED_ROWS) -> list[dict[str, Any]]:
+                    rows: int = HELD_INJECTED_ROWS, positives: int = HELD_INJECTED_POSITIVES) -> list[dict[str, Any]]:
     """Each asset's stream (training rows, then held-out rows) with faults injected into the held-out rows only,
-    in as many copies (own seeds, own asset ids) as it takes to reach ``rows`` held-out rows: a small held-out
-    set (the Tennessee Eastman protocol leaves 100 readings) would otherwise hold no fault to choose and report on.
-    Held-out rows are marked ``_held``; they are scored as the continuation of their asset's stream."""
+    in as many copies (own seeds, own asset ids) as it takes to reach ``rows`` held-out rows and ``positives``
+    faulty ones (at most ``MAX_COPIES``): a small held-out set (the Tennessee Eastman protocol leaves 64
+    readings) would otherwise hold no fault to choose parts on and report. Held-out rows are marked
+    ``_held``; they are scored as the continuation of their asset's stream."""
     from streamer.synth.sensors import inject_faults
 
-    copies = max(1, min(20, -(-rows // max(1, len(held)))))
     out: list[dict[str, Any]] = []
-    for k in range(copies):
+    got = n_held = 0
+    for k in range(MAX_COPIES):
+        if n_held >= rows and got >= positives:
+            break
         tag = (lambda e: {**e, "asset_id": f"{e['asset_id']}~{k}", "event_id": f"{e['event_id']}~{k}"}) if k else dict
         out.extend({**tag(e), "label": 0, "fault_type": None} for e in train)
         for e in inject_faults([tag(e) for e in held], seed=seed + 1000 * k, fault_rate=fault_rate, min_history=0):
             out.append({**e, "_held": True})
+            got += int(e["label"])
+            n_held += 1
     out.sort(key=lambda e: e["ts"])
     return out
 

@@ -45,7 +45,7 @@ from streamer import calibration
 from streamer.bundle import Bundle
 from streamer.encoding import relations
 from streamer.encoding import sensors as enc
-from streamer.scorer import CPU, Scored, graph_precision, make_session
+from streamer.onnx_session import CPU, Scored, graph_precision, make_session
 
 PARTS = ("D", "R", "Dbar", "Rbar", "S", "E", "logit", "N")
 REASON_SIGMA = 2.5  # a sensor is named in the reasons from this many σ off what the others predict
