@@ -27,6 +27,7 @@ Log = Callable[[str], None]
 SEVERITY_P = {"low": 1e-3, "medium": 1e-4, "high": 1e-5, "critical": 1e-6}
 DAY_MS = 86_400_000
 MIN_CALIBRATION = 20  # held-out normal readings a type needs for its calibration
+FEW_READINGS = 400  # below this the held-out false-alarm rate is reported with a warning
 
 
 
@@ -150,6 +151,10 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
             "alert_budget_per_reading": budgets[name], "heldout_false_alarm_rate": round(float(np.mean(rates)), 6),
             "heldout_false_alarms_per_asset_day": round(float(np.mean(rates)) * DAY_MS / cad, 3),
             "heldout_readings": n, "cadence_ms": cad}
+        if n < FEW_READINGS:
+            report["false_alarms"][name]["note"] = (
+                f"{n} held-out readings: each half ({n // 2}) is too small to check a rate near "
+                f"{budgets[name]:.2g}; the estimate is noise (score a longer normal run to check the threshold)")
         own = {k: pooled([t], [k]) for k in (("N",) if t in single else MODEL_PARTS)}
         own["+".join(use)] = pooled([t], use)
         report["types"][name] = {"combine": use, "auprc_on_injected_by_parts": own,

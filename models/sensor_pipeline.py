@@ -128,22 +128,26 @@ def injected_copies(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[s
                     rows: int = HELD_INJECTED_ROWS, positives: int = HELD_INJECTED_POSITIVES) -> list[dict[str, Any]]:
     """Each asset's stream (training rows, then held-out rows) with faults injected into the held-out rows only,
     in as many copies (own seeds, own asset ids) as it takes to reach ``rows`` held-out rows and ``positives``
-    faulty ones (at most ``MAX_COPIES``): a small held-out set (the Tennessee Eastman protocol leaves 64
-    readings) would otherwise hold no fault to choose parts on and report. Held-out rows are marked
+    faulty ones (at most ``MAX_COPIES``, then again at 3x and 9x the fault rate): a small held-out set (the
+    Tennessee Eastman protocol leaves 64 readings) would otherwise hold no fault to choose parts on and
+    report. Held-out rows are marked
     ``_held``; they are scored as the continuation of their asset's stream."""
     from streamer.synth.sensors import inject_faults
 
-    out: list[dict[str, Any]] = []
-    got = n_held = 0
-    for k in range(MAX_COPIES):
-        if n_held >= rows and got >= positives:
+    for rate in (fault_rate, min(0.45, 3 * fault_rate), min(0.45, 9 * fault_rate)):  # short held-out streams
+        out: list[dict[str, Any]] = []                                                   # need a higher rate
+        got = n_held = 0
+        for k in range(MAX_COPIES):
+            if n_held >= rows and got >= positives:
+                break
+            tag = (lambda e: {**e, "asset_id": f"{e['asset_id']}~{k}", "event_id": f"{e['event_id']}~{k}"}) if k else dict
+            out.extend({**tag(e), "label": 0, "fault_type": None} for e in train)
+            for e in inject_faults([tag(e) for e in held], seed=seed + 1000 * k, fault_rate=rate, min_history=0):
+                out.append({**e, "_held": True})
+                got += int(e["label"])
+                n_held += 1
+        if got >= positives:
             break
-        tag = (lambda e: {**e, "asset_id": f"{e['asset_id']}~{k}", "event_id": f"{e['event_id']}~{k}"}) if k else dict
-        out.extend({**tag(e), "label": 0, "fault_type": None} for e in train)
-        for e in inject_faults([tag(e) for e in held], seed=seed + 1000 * k, fault_rate=fault_rate, min_history=0):
-            out.append({**e, "_held": True})
-            got += int(e["label"])
-            n_held += 1
     out.sort(key=lambda e: e["ts"])
     return out
 
