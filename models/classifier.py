@@ -15,7 +15,6 @@ sort/histc/grouped-GEMM path does not export and the eager loop traces wrongly.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -191,7 +190,3 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     return use_dense_experts(model)
-
-
-def clone(model: torch.nn.Module) -> torch.nn.Module:
-    return copy.deepcopy(model)

@@ -47,13 +47,6 @@ RECIPE: dict[str, Any] = {
 }
 
 
-def events(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """The events a data spec describes (``{"synth": {...}}`` or ``{"jsonl": path}``), in stream order."""
-    from models import recipes
-
-    return recipes.events(dict(spec), KIND)
-
-
 def describe(spec: Mapping[str, Any]) -> str:
     from models import recipes
 

@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from streamer.tokens import PAD, SPECIAL_TOKENS, UNK
+from streamer.tokens import SPECIAL_TOKENS, UNK
 
 
 def train(texts: Iterable[str], extra_words: Sequence[str] = (), min_frequency: int = 1) -> Tokenizer:
@@ -62,11 +62,3 @@ def save(tok: Tokenizer, path: str | Path) -> Path:
     path = Path(path)
     tok.save(str(path))
     return path
-
-
-def load(path: str | Path) -> Tokenizer:
-    return Tokenizer.from_file(str(path))
-
-
-def pad_id(tok: Tokenizer) -> int:
-    return int(tok.token_to_id(PAD))
