@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from models.bundle import read_card
 
@@ -26,13 +26,20 @@ def _f(v: Any) -> str:
     return str(v)
 
 
-def metrics_table(card: Mapping[str, Any], split: str) -> str:
-    m = card["metrics"].get(split) or {}
-    rows = ["| model | " + " | ".join(c for _, c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for key, label in (("model", "DeepSeek-V3 (ONNX fp32)"), ("gbt", "HistGradientBoosting"), ("hst", "HalfSpaceTrees")):
+TOKEN_DETECTORS = (("model", "DeepSeek-V3 (ONNX fp32)"), ("gbt", "HistGradientBoosting"), ("hst", "HalfSpaceTrees"))
+
+
+def _detectors_table(m: Mapping[str, Any], detectors: Sequence[tuple[str, str]], head: str) -> str:
+    """One row of ``COLUMNS`` per detector present in ``m`` (a split's metrics)."""
+    rows = [f"| {head} | " + " | ".join(c for _, c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for key, label in detectors:
         if key in m:
             rows.append(f"| {label} | " + " | ".join(_f(m[key].get(k)) for k, _ in COLUMNS) + " |")
     return "\n".join(rows)
+
+
+def metrics_table(card: Mapping[str, Any], split: str) -> str:
+    return _detectors_table(card["metrics"].get(split) or {}, TOKEN_DETECTORS, "model")
 
 
 def typology_table(card: Mapping[str, Any], split: str, key: str = "typology") -> str:
@@ -62,6 +69,15 @@ def nab_table(card: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def nab_section(card: Mapping[str, Any]) -> str | None:
+    """The NAB paragraph (corpus, command, ``nab_table``), or None when the card records no NAB run."""
+    nab = (card.get("metrics") or {}).get("nab")
+    if not nab:
+        return None
+    return (f"\n**NAB** ({nab.get('series')} series, {nab.get('windows')} anomaly windows; "
+            f"`{nab.get('command')}`)\n\n" + nab_table(card))
+
+
 def variants_table(card: Mapping[str, Any]) -> str:
     checks = card.get("variant_checks") or {}
     rows = ["| variant | file | max abs logit diff | max abs score diff | argmax agreement | AUPRC delta | "
@@ -82,11 +98,7 @@ SENSOR_DETECTORS = (("model", "DeepSeek-V3 sensor model (ONNX fp32)"), ("pca_t2q
 
 
 def sensor_metrics_table(m: Mapping[str, Any]) -> str:
-    rows = ["| detector | " + " | ".join(c for _, c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
-    for key, label in SENSOR_DETECTORS:
-        if key in m:
-            rows.append(f"| {label} | " + " | ".join(_f(m[key].get(k)) for k, _ in COLUMNS) + " |")
-    return "\n".join(rows)
+    return _detectors_table(m, SENSOR_DETECTORS, "detector")
 
 
 def sensor_fault_table(m: Mapping[str, Any]) -> str:
@@ -167,10 +179,8 @@ def render_sensor(card: Mapping[str, Any]) -> str:
             parts.append(f"\n**{split}** ({data})\n\n" + sensor_metrics_table(m))
             if m["model"].get("per_fault_type"):
                 parts.append("\n" + sensor_fault_table(m))
-    if (card.get("metrics") or {}).get("nab"):
-        nab = card["metrics"]["nab"]
-        parts.append(f"\n**NAB** ({nab.get('series')} series, {nab.get('windows')} anomaly windows; "
-                     f"`{nab.get('command')}`)\n\n" + nab_table(card))
+    if (nab := nab_section(card)) is not None:
+        parts.append(nab)
     parts.append("\n**Precision variants**\n\n" + sensor_variants_table(card))
     return "\n".join(parts) + "\n"
 
@@ -193,10 +203,8 @@ def render(card: Mapping[str, Any]) -> str:
             for key in ("typology", "fault_type"):
                 if card["metrics"][split].get(f"model_per_{key}"):
                     parts.append("\n" + typology_table(card, split, key))
-    if (card.get("metrics") or {}).get("nab"):
-        nab = card["metrics"]["nab"]
-        parts.append(f"\n**NAB** ({nab.get('series')} series, {nab.get('windows')} anomaly windows; "
-                     f"`{nab.get('command')}`)\n\n" + nab_table(card))
+    if (nab := nab_section(card)) is not None:
+        parts.append(nab)
     parts.append("\n**Precision variants**\n\n" + variants_table(card))
     return "\n".join(parts) + "\n"
 
