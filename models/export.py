@@ -15,8 +15,9 @@ import os
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -45,6 +46,22 @@ class _Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
 
 
+@contextmanager
+def quiet_export() -> Iterator[None]:
+    """Around ``torch.onnx.export``: no gradients, no warnings, the exporters' loggers at ERROR (restored after)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "onnxscript")]
+        old = [lg.level for lg in quiet]
+        for lg in quiet:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, lv in zip(quiet, old):
+                lg.setLevel(lv)
+
+
 def export_onnx(model: torch.nn.Module, path: str | Path, pad_id: int, end_id: int, example_len: int = 24,
                 opset: int | None = None) -> Path:
     """Export with dynamic batch and sequence axes; inputs int64, output float32 [B, 2]."""
@@ -63,17 +80,8 @@ def export_onnx(model: torch.nn.Module, path: str | Path, pad_id: int, end_id: i
                                   external_data=False, verbose=False)
     if opset is not None:
         kwargs["opset_version"] = opset
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "onnxscript")]
-        old = [lg.level for lg in quiet]
-        for lg in quiet:
-            lg.setLevel(logging.ERROR)
-        try:
-            program = torch.onnx.export(wrapped, (ids, mask), kwargs=None, **kwargs)
-        finally:
-            for lg, lv in zip(quiet, old):
-                lg.setLevel(lv)
+    with quiet_export():
+        program = torch.onnx.export(wrapped, (ids, mask), kwargs=None, **kwargs)
     program.save(str(path))
     onnx.checker.check_model(str(path))
     return path
@@ -150,14 +158,18 @@ def to_fp16(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def to_int8(src: str | Path, dst: str | Path) -> Path:
-    """Dynamic int8 weight quantization; shape pre-processing first or quantize_dynamic fails."""
+def to_int8(src: str | Path, dst: str | Path, symbolic_shape: bool = True) -> Path:
+    """Dynamic int8 weight quantization; shape pre-processing first or quantize_dynamic fails.
+
+    ``symbolic_shape=False`` runs only the ONNX shape inference in that pre-processing, for
+    graphs whose dynamic axes onnxruntime's symbolic shape inference cannot follow.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = os.path.join(tmp, "pre.onnx")
-        quant_pre_process(str(src), pre, skip_symbolic_shape=False)
+        quant_pre_process(str(src), pre, skip_symbolic_shape=not symbolic_shape)
         quantize_dynamic(pre, str(dst), weight_type=QuantType.QInt8)
     return Path(dst)
 

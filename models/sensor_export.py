@@ -9,9 +9,7 @@ batch (narrow types padded to the widest), cold-start windows with padded steps.
 
 from __future__ import annotations
 
-import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 
-from models.export import ParityError, session, to_fp16
+from models.export import ParityError, quiet_export, session, to_fp16, to_int8
 from models.sensor_model import INPUT_NAMES, OUTPUT_NAMES, ExportWrapper, SensorNet
 from streamer.encoding import sensors as enc
 
@@ -34,18 +32,9 @@ def export_onnx(model: SensorNet, path: str | Path, example: Mapping[str, np.nda
     sensors = torch.export.Dim("sensors", min=1, max=256)
     shapes = {"values": {0: batch, 2: sensors}, "sensor_ids": {0: batch, 1: sensors},
               "sensor_mask": {0: batch, 1: sensors}, "step_mask": {0: batch}, "step_stats": {0: batch}}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        quiet = [logging.getLogger(n) for n in ("torch.onnx", "torch._export", "onnxscript")]
-        old = [lg.level for lg in quiet]
-        for lg in quiet:
-            lg.setLevel(logging.ERROR)
-        try:
-            program = torch.onnx.export(wrap, args, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamo=True,
-                                        dynamic_shapes=shapes, external_data=False, verbose=False)
-        finally:
-            for lg, lv in zip(quiet, old):
-                lg.setLevel(lv)
+    with quiet_export():
+        program = torch.onnx.export(wrap, args, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES, dynamo=True,
+                                    dynamic_shapes=shapes, external_data=False, verbose=False)
     program.save(str(path))
     onnx.checker.check_model(str(path))
     return path
@@ -118,26 +107,12 @@ def export_all(model: SensorNet, out: Path, inputs: Sequence[Any], card: Mapping
         graphs["fp16"] = to_fp16(fp32, out / "model.fp16.onnx")
         checks["fp16"] = compare(fp32, graphs["fp16"], batches)
     if "int8" in variants:
-        graphs["int8"] = to_int8(fp32, out / "model.int8.onnx")
+        # onnxruntime's symbolic shape inference cannot follow the dynamic sensor axis through the
+        # graph's concatenations: only the ONNX shape inference runs before quantizing
+        graphs["int8"] = to_int8(fp32, out / "model.int8.onnx", symbolic_shape=False)
         checks["int8"] = compare(fp32, graphs["int8"], batches)
     log(f"exported {', '.join(graphs)}; fp32 parity {checks['fp32']['max_abs_diff']:.2g}")
     return graphs, checks
-
-
-def to_int8(src: str | Path, dst: str | Path) -> Path:
-    """Dynamic int8 weight quantization. onnxruntime's symbolic shape inference cannot follow this graph's
-    dynamic sensor axis through its concatenations, so only the ONNX shape inference runs first."""
-    import os
-    import tempfile
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = os.path.join(tmp, "pre.onnx")
-        quant_pre_process(str(src), pre, skip_symbolic_shape=True)
-        quantize_dynamic(pre, str(dst), weight_type=QuantType.QInt8)
-    return Path(dst)
 
 
 def throughput(path: str | Path, batch: Mapping[str, np.ndarray], threads: int = 1, seconds: float = 2.0) -> float:
