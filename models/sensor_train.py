@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from models import sensor_data as sd
 from models.sensor_model import SensorNet, forecast_nll
-from models.train import set_determinism
+from models.train import load_state, save_state, set_determinism
 
 CHECKPOINT = "sensor_train.pt"
 
@@ -120,11 +120,7 @@ def train(model: SensorNet, train_pools: Pools, cfg: SensorTrainConfig, *,
             "rows": {str(t): [int(len(train_pools.normal[t])), int(len(train_pools.faulty[t]))] for t in train_pools.types}}
     ck = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     if resume is not None:
-        rp = Path(resume)
-        rp = rp / CHECKPOINT if rp.is_dir() else rp
-        if not rp.is_file():
-            raise FileNotFoundError(f"--resume {resume}: no checkpoint {rp.name} there")
-        state = torch.load(rp, weights_only=False)
+        rp, state = load_state(resume, CHECKPOINT)
         if state["meta"] != meta:
             raise ValueError(f"--resume {resume}: the checkpoint was written for other data or settings "
                              f"({state['meta']['rows']} rows per type, {state['meta']['config']}); use the same ones")
@@ -189,10 +185,8 @@ def train(model: SensorNet, train_pools: Pools, cfg: SensorTrainConfig, *,
                 f"{entry['classifier_bce']:.3f}" + (f", selection {entry['selection']:.4f}" if "selection" in entry else ""))
         if ck is not None and ((step + 1) % cfg.checkpoint_every == 0 or last):
             ck.parent.mkdir(parents=True, exist_ok=True)
-            tmp = ck.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "history": history,
-                        "best": best, "meta": meta}, tmp)
-            os.replace(tmp, ck)
+            save_state(ck, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                            "history": history, "best": best, "meta": meta})
     if bar is not None:
         bar.close()
     if best is not None and select is not None:

@@ -240,14 +240,28 @@ class _Ema:
                     p.copy_(v)
 
 
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file, then renamed: an interrupted save leaves the previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(resume: str | Path, filename: str) -> tuple[Path, dict[str, Any]]:
+    """(file, state) of what ``--resume`` names: a run's checkpoint dir holding ``filename``, or the file."""
+    rp = Path(resume)
+    rp = rp / filename if rp.is_dir() else rp
+    if not rp.is_file():
+        raise FileNotFoundError(f"--resume {resume}: no checkpoint {rp.name} there")
+    return rp, torch.load(rp, weights_only=False)
+
+
 def _save(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, stage_no: int, step: int,
           history: list[dict[str, Any]], meta: dict[str, Any], best: dict[str, Any] | None,
           ema: _Ema | None = None) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage_no, "step": step,
-                "history": history, "meta": meta, "torch_rng": torch.get_rng_state(), "best": best,
-                "ema": [s.clone() for s in ema.shadow] if ema is not None else None}, tmp)
-    os.replace(tmp, path)
+    save_state(path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage_no, "step": step,
+                      "history": history, "meta": meta, "torch_rng": torch.get_rng_state(), "best": best,
+                      "ema": [s.clone() for s in ema.shadow] if ema is not None else None})
 
 
 def train(
@@ -281,11 +295,7 @@ def train(
     state = None
     best: dict[str, Any] | None = None
     if resume is not None:
-        rp = Path(resume)
-        rp = rp / CHECKPOINT if rp.is_dir() else rp
-        if not rp.is_file():
-            raise FileNotFoundError(f"--resume {resume}: no checkpoint {rp.name} there")
-        state = torch.load(rp, weights_only=False)
+        rp, state = load_state(resume, CHECKPOINT)
         if state["meta"]["stages"] != meta["stages"]:
             raise ValueError(f"--resume {resume}: checkpoint was written for stages {state['meta']['stages']}, "
                              f"this run has {meta['stages']}; use the same data and steps")
