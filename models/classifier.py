@@ -125,11 +125,15 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def config_fields(model: torch.nn.Module) -> dict[str, Any]:
+    """The model's config as a card records it: its public fields, sorted, without the label maps."""
+    cfg = model.config.to_dict()
+    return {k: cfg[k] for k in sorted(cfg) if not k.startswith("_") and k not in ("id2label", "label2id")}
+
+
 def architecture(model: torch.nn.Module) -> dict[str, Any]:
     """What the card records about the network: class, config and parameter count."""
-    cfg = model.config.to_dict()
-    keep = {k: cfg[k] for k in sorted(cfg) if not k.startswith("_") and k not in ("id2label", "label2id")}
-    return {"class": type(model).__name__, "parameters": n_params(model), "config": keep,
+    return {"class": type(model).__name__, "parameters": n_params(model), "config": config_fields(model),
             "experts_implementation": DENSE_EXPERTS}
 
 

@@ -37,12 +37,8 @@ from transformers import DeepseekV3Config, DeepseekV3Model
 
 from models import classifier as clf  # registers the export-friendly dense experts
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, kv_lora_rank=8,
-                 q_lora_rank=None, qk_rope_head_dim=4, qk_nope_head_dim=4, v_head_dim=4, intermediate_size=32,
-                 moe_intermediate_size=16, n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1),
-    "default": dict(clf.PRESETS["default"]),
-}
+# the classifier's backbone sizes ("tiny" for tests, "default" for the shipped bundle)
+PRESETS: dict[str, dict[str, Any]] = {name: dict(clf.PRESETS[name]) for name in ("tiny", "default")}
 INPUT_NAMES = ["values", "sensor_ids", "sensor_mask", "step_mask", "step_stats"]
 OUTPUT_NAMES = ["logit", "forecast_mean", "forecast_log_sigma"]
 LOG_SIGMA_RANGE = (-4.0, 4.0)
@@ -137,14 +133,9 @@ def build(preset: str = "default", max_steps: int = 16, slots: int = 512, seed: 
     return SensorNet(backbone_config(preset, max_steps), slots=slots)
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 def architecture(model: SensorNet) -> dict[str, Any]:
-    cfg = model.config.to_dict()
-    keep = {k: cfg[k] for k in sorted(cfg) if not k.startswith("_") and k not in ("id2label", "label2id")}
-    return {"class": "SensorNet(DeepseekV3Model)", "parameters": n_params(model), "backbone_config": keep,
+    return {"class": "SensorNet(DeepseekV3Model)", "parameters": clf.n_params(model),
+            "backbone_config": clf.config_fields(model),
             "sensor_slots": model.slots, "sensor_embedding": model.embed_dim, "channels": model.channels,
             "experts_implementation": clf.DENSE_EXPERTS,
             "tokens": "one per time step: shared cell network over (channels, sensor embedding), mean+max pooled "
