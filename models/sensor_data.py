@@ -98,9 +98,14 @@ def by_type(data: Encoded) -> dict[int, list[int]]:
     return out
 
 
-def batches(data: Encoded, card: Mapping[str, Any], size: int = 512) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """(row indices, arrays) in batches of one asset type each, every row once (evaluation)."""
+def row_batches(data: Encoded, size: int = 512) -> Iterator[np.ndarray]:
+    """Row indices in batches of one asset type each, every row once (evaluation)."""
     for rows in by_type(data).values():
         for s in range(0, len(rows), size):
-            idx = np.asarray(rows[s : s + size])
-            yield idx, enc.stack([data.inputs[i] for i in idx], card)
+            yield np.asarray(rows[s : s + size])
+
+
+def batches(data: Encoded, card: Mapping[str, Any], size: int = 512) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """(row indices, arrays) of each of the ``row_batches``."""
+    for idx in row_batches(data, size):
+        yield idx, enc.stack([data.inputs[i] for i in idx], card)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -20,15 +20,9 @@ def score_encoded(bundle_dir: str | Path, data: sd.Encoded, threads: int = 1, ba
     bundle = load_bundle(bundle_dir)
     scorer = make_scorer(bundle, "cpu", "fp32", threads)
     out = np.zeros(len(data))
-    for idx, _ in _type_batches(data, batch):
+    for idx in sd.row_batches(data, batch):
         out[idx] = scorer.score_batch([data.inputs[i] for i in idx]).scores
     return out
-
-
-def _type_batches(data: sd.Encoded, size: int) -> Iterable[tuple[np.ndarray, None]]:
-    for rows in sd.by_type(data).values():
-        for s in range(0, len(rows), size):
-            yield np.asarray(rows[s : s + size]), None
 
 
 def metrics(labels: Sequence[int], scores: np.ndarray, threshold: float, fault_types: Sequence[str | None]) -> dict[str, Any]:
