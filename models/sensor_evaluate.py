@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import orjson
 
 from models import sensor_data as sd
 from models import sensor_recipe as sr
@@ -23,6 +24,24 @@ def score_encoded(bundle_dir: str | Path, data: sd.Encoded, threads: int = 1, ba
     for idx in sd.row_batches(data, batch):
         out[idx] = scorer.score_batch([data.inputs[i] for i in idx]).scores
     return out
+
+
+def score_stream(bundle: Any, scorer: Any, events: Iterable[Mapping[str, Any]], topic: str, name: str,
+                 batch: int = 256) -> np.ndarray:
+    """Scores of one stream, event by event through a fresh ``streamer.intake.Intake`` (the worker's validation,
+    windows and encoding) and ``scorer``; an event the intake rejects is an error naming ``name`` and its row."""
+    from streamer.intake import Intake, Item
+
+    intake = Intake(bundle)
+    inputs = []
+    for i, ev in enumerate(events):
+        item = intake.accept(topic, 0, i, orjson.dumps(ev))
+        if not isinstance(item, Item):
+            raise ValueError(f"{name} row {i}: rejected by the bundle: {item.error}")
+        inputs.append(item.inputs)
+    if not inputs:
+        return np.zeros(0)
+    return np.concatenate([scorer.score_batch(inputs[b : b + batch]).scores for b in range(0, len(inputs), batch)])
 
 
 def metrics(labels: Sequence[int], scores: np.ndarray, threshold: float, fault_types: Sequence[str | None]) -> dict[str, Any]:

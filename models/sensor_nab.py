@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import orjson
 
 from models import nab
 from models.pipeline import default_workers, parallel_map
@@ -31,8 +30,8 @@ def _job(job: tuple[str, list[Any], int, str]) -> dict[str, np.ndarray]:
 def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, threads: int = 1, batch: int = 256,
                precision: str = "fp32", workers: int | None = 1, log: Any = print) -> dict[str, np.ndarray]:
     """Per-series scores; ``workers`` > 1 scores disjoint sets of series in that many processes (same scores)."""
+    from models.sensor_evaluate import score_stream
     from streamer.bundle import load_bundle
-    from streamer.intake import Intake, Item
     from streamer.scorer import make_scorer
 
     corpus = list(corpus) if corpus is not None else nab.load_corpus()
@@ -53,16 +52,8 @@ def nab_scores(bundle_dir: str | Path, corpus: Sequence[Any] | None = None, thre
     bundle = load_bundle(bundle_dir, precision=precision)
     scorer = make_scorer(bundle, "cpu", precision, threads)
     out: dict[str, np.ndarray] = {}
-    for s in corpus:
-        intake = Intake(bundle)  # fresh windows per series: each is its own asset
-        inputs = []
-        for i, ev in enumerate(nab.to_events(s, with_labels=False)):
-            item = intake.accept("nab", 0, i, orjson.dumps(ev))
-            if not isinstance(item, Item):
-                raise ValueError(f"NAB {s.name} row {i}: rejected by the bundle: {item.error}")
-            inputs.append(item.inputs)
-        out[s.name] = np.concatenate([scorer.score_batch(inputs[b : b + batch]).scores
-                                      for b in range(0, len(inputs), batch)]) if inputs else np.zeros(0)
+    for s in corpus:  # fresh windows per series: each is its own asset
+        out[s.name] = score_stream(bundle, scorer, nab.to_events(s, with_labels=False), "nab", f"NAB {s.name}", batch)
     log(f"NAB: scored {sum(len(v) for v in out.values())} events in {time.perf_counter() - t0:.0f}s")
     return out
 

@@ -67,20 +67,12 @@ def write_normal(path: str | Path, data: Path = DATA) -> Path:
 
 def stream_scores(bundle_dir: str | Path, x: np.ndarray, asset: str, threads: int = 1) -> np.ndarray:
     """Scores of one run, event by event through the worker's intake and scorer (one asset, from its first reading)."""
+    from models.sensor_evaluate import score_stream
     from streamer.bundle import load_bundle
-    from streamer.intake import Intake, Item
     from streamer.scorer import make_scorer
 
     bundle = load_bundle(bundle_dir)
-    scorer = make_scorer(bundle, "cpu", "fp32", threads)
-    intake = Intake(bundle)
-    items = []
-    for i, ev in enumerate(events(x, asset)):
-        out = intake.accept("tep", 0, i, orjson.dumps(ev))
-        if not isinstance(out, Item):
-            raise ValueError(f"{asset} row {i}: rejected: {out.error}")
-        items.append(out.inputs)
-    return np.concatenate([scorer.score_batch(items[s : s + 256]).scores for s in range(0, len(items), 256)])
+    return score_stream(bundle, make_scorer(bundle, "cpu", "fp32", threads), events(x, asset), "tep", asset)
 
 
 def evaluate(bundle_dir: str | Path, data: Path = DATA, threads: int = 1) -> dict[str, Any]:
