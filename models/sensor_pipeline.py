@@ -238,6 +238,19 @@ def _finish(out: Path, card: dict[str, Any], model: Any, held: sd.Encoded, varia
     return checks
 
 
+def _write_final_card(out: Path, card: dict[str, Any], t_start: float, what: str, log: Log) -> dict[str, Any]:
+    """The card with its build time, rounded (thresholds and the sensor model exact), written over the one
+    ``_finish`` wrote; the training checkpoints removed. Returns the card as written."""
+    from models.bundle import write_card
+
+    card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
+    card = {k: (v if k in ("thresholds", "sensor_model") else _round(v)) for k, v in card.items()}
+    write_card(out, card)
+    shutil.rmtree(out / ".train", ignore_errors=True)
+    log(f"{what} written to {out} in {card['training']['build_wall_s']:.0f}s")
+    return card
+
+
 def save_checkpoint(model: Any, path: Path) -> None:
     """Torch weights and the architecture needed to rebuild the model (for fine-tuning from this bundle)."""
     import orjson
@@ -282,7 +295,7 @@ def build(out: str | Path, *, preset: str | None = None, steps_scale: float = 1.
     ``nab``, ``variants``, ``measure_speed``, ``baselines`` and ``warmup`` (the recipe's 128
     readings per asset) exist so tests can build a tiny bundle in seconds.
     """
-    from models.bundle import git_commit, write_card
+    from models.bundle import git_commit
     from models.sensor_model import architecture
     from models.sensor_model import build as build_net
     from models.sensor_train import SensorTrainConfig
@@ -349,12 +362,7 @@ def build(out: str | Path, *, preset: str | None = None, steps_scale: float = 1.
 
         card["metrics"]["nab"] = nab_report(nab_scores(out, threads=1, workers=None, log=log))
         log("NAB: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in card["metrics"]["nab"]["profiles"].items()))
-    card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
-    card = {k: (v if k in ("thresholds", "sensor_model") else _round(v)) for k, v in card.items()}
-    write_card(out, card)
-    shutil.rmtree(out / ".train", ignore_errors=True)
-    log(f"bundle written to {out} in {card['training']['build_wall_s']:.0f}s")
-    return card
+    return _write_final_card(out, card, t_start, "bundle", log)
 
 
 # -- fine-tune from normal-only data ----------------------------------------------------------
@@ -385,7 +393,7 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
                      resume: str | Path | None = None, variants: Sequence[str] = ("fp16", "int8"),
                      measure_speed: bool = True, baselines: bool = True, log: Log = _log, **_: Any) -> dict[str, Any]:
     """Adapt the base sensor bundle to a user's normal-only readings (asset types and sensor names may be new)."""
-    from models.bundle import CHECKPOINT_DIR, git_commit, read_card, write_card
+    from models.bundle import CHECKPOINT_DIR, git_commit, read_card
     from models.dataset import DataError
     from models.sensor_model import architecture
     from models.sensor_train import SensorTrainConfig
@@ -443,12 +451,7 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
     if baselines:
         heldm.update(baseline_report(card, train_ev, held_ev, sets["held_injected_events"], sets["budgets"], seed))
     card["metrics"]["held_out_injected"] = heldm
-    card["training"]["build_wall_s"] = round(time.perf_counter() - t_start, 1)
-    card = {k: (v if k in ("thresholds", "sensor_model") else _round(v)) for k, v in card.items()}
-    write_card(out, card)
-    shutil.rmtree(out / ".train", ignore_errors=True)
-    log(f"fine-tuned sensor bundle written to {out} in {card['training']['build_wall_s']:.0f}s")
-    return card
+    return _write_final_card(out, card, t_start, "fine-tuned sensor bundle", log)
 
 
 def export_bundle(bundle_dir: str | Path, out: str | Path | None = None, variants: Sequence[str] = ("fp16", "int8"),
