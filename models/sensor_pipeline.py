@@ -24,25 +24,20 @@ same data; export ONNX (parity-checked) and write the bundle.
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from models import sensor_data as sd
 from models import sensor_fit as fit
 from models import sensor_recipe as sr
-from models.pipeline import _round
+from models.pipeline import Log, _log, _round
 from models.sensor_calibrate import alert_budget, auprc, calibrate, thresholds
 from models.sensor_evaluate import baseline_report, metrics, score_encoded
 from streamer.encoding import sensors as enc
-
-Log = Callable[[str], None]
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float, warmup: int = 0
