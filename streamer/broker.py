@@ -175,6 +175,23 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
         await admin.close()
 
 
+async def ensure_changelogs(bootstrap: str, pairs: Iterable[tuple[str, str]], default_partitions: int, security: dict | None = None, replication: int = 1) -> None:
+    """Compacted changelog topics with as many partitions as their input topic: ``pairs`` of (input, changelog).
+
+    A window is written to the partition number its events came from, so the changelog
+    needs at least the input's partitions, and is grown when the input grew.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
+    await admin.start()
+    try:
+        for topic, changelog in pairs:
+            desc = await admin.describe_topics([topic])
+            n = len(desc[0]["partitions"]) if desc and desc[0].get("partitions") else default_partitions
+            await ensure_topics(bootstrap, [changelog], n, security, compact=[changelog], replication=replication, grow=[changelog])
+    finally:
+        await admin.close()
+
+
 @contextlib.contextmanager
 def running_broker(topics: Iterable[str] = (), partitions: int = 8, port: int = 0) -> Iterator[EmbeddedBroker]:
     """Start a broker, create topics, yield it, stop it: for tests, benches and the demo."""

@@ -77,6 +77,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level)
     for b in args.bundle or []:
         _assign_bundle(settings, b)
+    if settings.engine == "faust":
+        from streamer.faust_app import supervise
+
+        return supervise(settings, noop_scorer=args.noop_scorer)
     try:
         worker = Worker(settings, noop_scorer=args.noop_scorer)
     except (BundleError, ValueError) as exc:

@@ -31,9 +31,9 @@ def render(worker: Worker, rates: dict[str, float], started: float, bootstrap: s
     from rich.panel import Panel
     from rich.table import Table
 
-    lat = list(worker.recent_latency_ms)
-    batches = list(worker.recent_batches)
-    c = worker.counts
+    lat = list(worker.stats.latency_ms)
+    batches = list(worker.stats.batches)
+    c = worker.stats.counts
     head = Table.grid(padding=(0, 3))
     head.add_row(
         f"[b]{rates.get('in', 0):,.0f}[/] events/s in",
@@ -48,7 +48,7 @@ def render(worker: Worker, rates: dict[str, float], started: float, bootstrap: s
         alerts.add_column(col, overflow="fold", ratio=4 if col == "reasons" else 1)
     from streamer.tail import SEVERITY_STYLE
 
-    for a in reversed(worker.recent_alerts[-10:]):
+    for a in reversed(worker.stats.recent_alerts[-10:]):
         sev = a["severity"]
         alerts.add_row(f"[{SEVERITY_STYLE.get(sev, '')}]{sev}[/]", a["kind"], str(a["entity"]), f"{a['score']:.3f}", "; ".join(a["reasons"]) or "-")
     health = worker.health()
@@ -81,7 +81,7 @@ async def run_demo(settings: Settings, rate: float, sensor_rate: float, fraud_ra
             sn = encode_events(synthetic("sensor", count, seed + 1, start_ms=now))
             tasks.append(asyncio.create_task(produce(bootstrap, settings.sensors_topic, sn, sensor_rate)))
         await _live(worker, bootstrap, server.port if server else 0, duration)
-        return dict(worker.counts)
+        return dict(worker.stats.counts)
     finally:
         for t in tasks[1:]:
             t.cancel()  # producers first, then the worker drains and commits
@@ -96,7 +96,7 @@ async def run_demo(settings: Settings, rate: float, sensor_rate: float, fraud_ra
 
 async def _live(worker: Worker, bootstrap: str, metrics_port: int, duration: float) -> None:
     started = time.monotonic()
-    last = dict(worker.counts)
+    last = dict(worker.stats.counts)
     last_t = started
     rates: dict[str, float] = {}
     interactive = sys.stdout.isatty()
@@ -105,12 +105,12 @@ async def _live(worker: Worker, bootstrap: str, metrics_port: int, duration: flo
         nonlocal last, last_t
         t = time.monotonic()
         dt = max(1e-6, t - last_t)
-        rates.update({k: (worker.counts[k] - last[k]) / dt for k in ("in", "scored")})
-        last, last_t = dict(worker.counts), t
+        rates.update({k: (worker.stats.counts[k] - last[k]) / dt for k in ("in", "scored")})
+        last, last_t = dict(worker.stats.counts), t
 
     async def until_stop() -> None:
         # the worker's stop event (set by Ctrl-C / SIGTERM) exists only once its run() started: look it up each time
-        while worker._stop is None or not worker._stop.is_set():
+        while not worker.stopping:
             if duration and time.monotonic() - started >= duration:
                 return
             await asyncio.sleep(0.1)
@@ -134,13 +134,13 @@ async def _live(worker: Worker, bootstrap: str, metrics_port: int, duration: flo
             waiter = asyncio.create_task(until_stop())
             done, _ = await asyncio.wait([waiter], timeout=2.0)
             tick()
-            lat = list(worker.recent_latency_ms)
-            c = worker.counts
+            lat = list(worker.stats.latency_ms)
+            c = worker.stats.counts
             console.print(
                 f"{time.monotonic() - started:5.0f}s  in {c['in']:,} ({rates.get('in', 0):,.0f}/s)  scored {c['scored']:,}  "
                 f"alerts {c['alerts']:,}  dead letters {c['rejected']:,}  p50 {_pct(lat, 0.5):.1f} ms  p99 {_pct(lat, 0.99):.1f} ms"
             )
-            for a in worker.recent_alerts[-3:]:
+            for a in worker.stats.recent_alerts[-3:]:
                 console.print(f"   [b]{a['severity']}[/] {a['kind']} {a['entity']} {a['score']:.3f}: {'; '.join(a['reasons'])}")
             if done:
                 return

@@ -11,9 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from streamer.bundle import SEVERITIES
+from streamer.validation import REASON_CODES
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -47,6 +50,40 @@ class Metrics:
         self.reloads = Counter("streamer_model_reloads", "Model hot-reload attempts.", ["kind", "result"], registry=r)
         self.windows = Gauge("streamer_windows", "Entity windows held in memory.", ["kind"], registry=r)
         self.restored = Counter("streamer_windows_restored", "Windows restored from the changelog.", ["kind"], registry=r)
+
+    def init_series(self, lanes: Mapping[str, Any]) -> None:
+        """Create every labelled series of the configured kinds at zero, before the first event.
+
+        Why: a Prometheus series that was never touched does not exist, so a fresh worker's
+        dashboard shows "no data" and an alert rule on ``rate(...)`` or ``absent(...)`` misfires
+        until traffic happens to create it. ``lanes`` maps kind to an object with the serving
+        ``scorer`` and ``bundle`` (a :class:`streamer.lane.Lane`).
+        """
+        for kind, lane in lanes.items():
+            for family in (self.events_in, self.events_scored, self.restored, self.batch_size, self.queue_wait, self.inference, self.end_to_end):
+                family.labels(kind)
+            self.windows.labels(kind).set(0)
+            for reason in REASON_CODES:
+                self.events_rejected.labels(kind, reason)
+            for severity in SEVERITIES:
+                self.alerts.labels(kind, severity)
+            for result in ("accepted", "refused"):
+                self.reloads.labels(kind, result)
+            scorer = lane.scorer
+            self.model_busy.labels(kind, scorer.provider)
+            choice = getattr(scorer, "choice", None)
+            if choice is not None:
+                labels = choice.metric_labels()
+                self.provider_fallback.labels(kind, labels["requested"], labels["reason"])
+
+    def model_changed(self, kind: str, old_model: str, old_scorer: Any, new_model: str, new_scorer: Any) -> None:
+        """A hot reload: the info series moves to the new model (the old one is removed, not left at 1)."""
+        try:
+            self.model_info.remove(kind, old_model, old_scorer.provider, old_scorer.precision)
+        except KeyError:
+            pass
+        self.model_info.labels(kind, new_model, new_scorer.provider, new_scorer.precision).set(1)
+        self.model_busy.labels(kind, new_scorer.provider)
 
     def scrape(self) -> bytes:
         return generate_latest(self.registry)

@@ -48,6 +48,8 @@ class Settings:
     ssl_cafile: str = _opt("", "CA bundle for TLS.", "security")
     ssl_certfile: str = _opt("", "Client certificate for mutual TLS.", "security")
     ssl_keyfile: str = _opt("", "Client key for mutual TLS.", "security")
+    # Engine
+    engine: str = _opt("direct", "What consumes the input topics: direct (an aiokafka loop, the highest rates) or faust (Faust agents; run as a supervised Faust worker, or with `faust -A streamer.faust_app worker`). Same pipeline, same outputs (docs/architecture.md).", "worker", ("direct", "faust"))
     # Model
     transactions_bundle: str = _opt("", "Transaction model bundle directory (default: the shipped bundle).", "model")
     sensors_bundle: str = _opt("", "Sensor model bundle directory (default: the shipped bundle).", "model")

@@ -218,6 +218,27 @@ VALIDATORS: dict[str, Callable[..., Result]] = {"transaction": validate_transact
 ENTITY_FIELD = {"transaction": "account_id", "sensor": "asset_id"}
 
 
+_REASONS = (  # (text in the error, label): the first match wins
+    ("exceeds the", "oversized"),
+    ("not valid utf-8", "invalid_utf8"),
+    ("not valid json", "invalid_json"),
+    ("unparseable", "invalid_json"),
+    ("must be a json object", "not_object"),
+    ("null", "empty"),
+    ("missing required field", "missing_field"),
+    ("iso 8601", "bad_timestamp"),
+    ("epoch milliseconds", "bad_timestamp"),
+    ("finite", "non_finite"),
+    ("expected a", "wrong_type"),
+    ("unknown sensor", "unknown_sensor"),
+    ("sensor set", "sensor_set"),
+    ("outside", "out_of_range"),
+    ("must be", "out_of_range"),
+)
+# Every label reason_code can return: the metric series are created for each at start-up.
+REASON_CODES = tuple(dict.fromkeys(code for _, code in _REASONS)) + ("invalid_value",)
+
+
 def reason_code(error: str) -> str:
     """A small, bounded label for a rejection reason (metric label; the full text goes to the dead letter).
 
@@ -225,23 +246,7 @@ def reason_code(error: str) -> str:
     ('missing_field', 'non_finite')
     """
     e = error.lower()
-    for needle, code in (
-        ("exceeds the", "oversized"),
-        ("not valid utf-8", "invalid_utf8"),
-        ("not valid json", "invalid_json"),
-        ("unparseable", "invalid_json"),
-        ("must be a json object", "not_object"),
-        ("null", "empty"),
-        ("missing required field", "missing_field"),
-        ("iso 8601", "bad_timestamp"),
-        ("epoch milliseconds", "bad_timestamp"),
-        ("finite", "non_finite"),
-        ("expected a", "wrong_type"),
-        ("unknown sensor", "unknown_sensor"),
-        ("sensor set", "sensor_set"),
-        ("outside", "out_of_range"),
-        ("must be", "out_of_range"),
-    ):
+    for needle, code in _REASONS:
         if needle in e:
             return code
     return "invalid_value"

@@ -34,6 +34,14 @@ def broker():
 
 
 @pytest.fixture
+def own_broker():
+    """A broker of the test's own, for tests that freeze, restart or empty it."""
+    b = EmbeddedBroker(port=0).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
 def topics(broker) -> dict[str, str]:
     """Fresh topic names and group id for one test."""
     tag = uuid.uuid4().hex[:8]

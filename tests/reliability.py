@@ -193,3 +193,16 @@ def rss_bytes(pid: int | str = "self") -> int:
     """Resident set size from /proc (Linux)."""
     with open(f"/proc/{pid}/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def leak_a_cancellation_on_stop(consumer) -> asyncio.Task:
+    """Put ``consumer`` in the state a frozen broker left it in: a fetch task in its retry back-off.
+
+    aiokafka's fetcher ``close()`` cancels and awaits such tasks without catching the
+    cancellation (aio-libs/aiokafka#647), so ``consumer.stop()`` then raises ``CancelledError``
+    into its caller. That is what, once in a few runs of the frozen-broker test above, ended
+    the worker for good after the broker came back (/healthz stuck at 503).
+    """
+    backoff = asyncio.create_task(asyncio.sleep(3600), name="fetch-in-retry-backoff")
+    consumer._fetcher._pending_tasks.add(backoff)  # noqa: SLF001 - the library's own state, as it was seen
+    return backoff

@@ -401,9 +401,9 @@ def test_every_dashboard_and_keda_query_uses_metrics_a_live_worker_exports(broke
             await send(broker, topics["transactions"], valid + malformed)
             os.utime(tiny_tx_bundle / "card.json")  # the bundle "changed": the watcher reloads it (same model, accepted)
             try:
-                await wait_for(lambda: worker.counts["scored"] >= len(valid) and worker.counts["rejected"] >= len(malformed), 60, "events scored and rejected")
+                await wait_for(lambda: worker.stats.counts["scored"] >= len(valid) and worker.stats.counts["rejected"] >= len(malformed), 60, "events scored and rejected")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}: counts {worker.counts}, health {worker.health()}") from None
+                raise AssertionError(f"{exc}: counts {worker.stats.counts}, health {worker.health()}") from None
             wanted = set(used) - conditional
             text = ""
             for _ in range(100):  # lag, windows and commits appear at the next checkpoints

@@ -51,7 +51,7 @@ def test_overload_keeps_memory_bounded_and_pauses_fetching(broker, topics, tiny_
     n = int(SOAK_S * RATE)
     evs = events("transaction", n, seed=81, n_accounts=20)  # windows fill (20 x 64 records) within seconds: later growth would be queueing
     values = [orjson.dumps(e) for e in evs]
-    fetch = max(MAX_BATCH * 4, 256)  # records one getmany may add past the bound (worker._consume)
+    fetch = max(MAX_BATCH * 4, 256)  # records one getmany may add past the bound (DirectEngine._consume)
 
     async def main():
         await create(broker, topics)
@@ -68,7 +68,7 @@ def test_overload_keeps_memory_bounded_and_pauses_fetching(broker, topics, tiny_
         async def sample():
             t0 = time.monotonic()
             while True:
-                samples.append((time.monotonic() - t0, worker._inflight, int(worker.metrics.paused._value.get()), len(lane.batcher), rss_bytes(), tracemalloc.get_traced_memory()[0]))
+                samples.append((time.monotonic() - t0, worker.pipeline.inflight, int(worker.metrics.paused._value.get()), len(lane.batcher), rss_bytes(), tracemalloc.get_traced_memory()[0]))
                 await asyncio.sleep(0.05)
 
         sampler = asyncio.create_task(sample())
@@ -77,13 +77,13 @@ def test_overload_keeps_memory_bounded_and_pauses_fetching(broker, topics, tiny_
             t0 = time.monotonic()
             await produce(broker.bootstrap, topics["transactions"], values, rate=RATE, record=False)
             overload_s = time.monotonic() - t0
-            scored_during = worker.counts["scored"]
+            scored_during = worker.stats.counts["scored"]
             sampler.cancel()
             tracemalloc.stop()
             slow.delay_s = 0.0  # the model recovers: the backlog drains (in bigger batches, to keep the test short)
             lane.batcher.max_batch = 256
             t1 = time.monotonic()
-            await wait_until(lambda: worker.counts["scored"] >= n, 60 + (n - scored_during) / 200, "the backlog to drain")
+            await wait_until(lambda: worker.stats.counts["scored"] >= n, 60 + (n - scored_during) / 200, "the backlog to drain")
             drain_s = time.monotonic() - t1
             got = await read_until(broker, [topics["scores"]], lambda g: len(g[topics["scores"]]) >= n, 60)
             ids = Counter(r["event_id"] for r in got[topics["scores"]])

@@ -19,18 +19,11 @@ from streamer.broker import EmbeddedBroker
 from streamer.metrics import MetricsServer
 from streamer.worker import Worker
 from tests.conftest import create, events, settings_for
-from tests.reliability import Collector, http_get, produce, wait_until
+from tests.reliability import Collector, http_get, leak_a_cancellation_on_stop, produce, wait_until
 
 REQUEST_TIMEOUT_MS = 5000  # shortened (default 15 s) so the test stays short; the behaviour is the same
 SESSION_TIMEOUT_MS = 6000  # default 10 s
 STALL_S = 8.0  # longer than the request timeout and the session timeout
-
-
-@pytest.fixture
-def own_broker():
-    b = EmbeddedBroker(port=0).start()
-    yield b
-    b.stop()
 
 
 def _settings(broker, topics, bundle):
@@ -157,12 +150,12 @@ def test_failed_window_restore_restarts_instead_of_scoring_without_history(broke
     """A restore that fails (broker timeout, missing changelog partition) must not let events through without windows."""
     from aiokafka.errors import KafkaTimeoutError
 
-    from streamer import worker as worker_mod
+    from streamer import pipeline as pipeline_mod
     from streamer.score_file import score_lines
 
     evs = events("transaction", 1200, seed=77, n_accounts=30)
     first, second = evs[:600], evs[600:]
-    real = worker_mod.restore_windows
+    real = pipeline_mod.restore_windows
     calls = []
 
     async def flaky(*args, **kwargs):
@@ -171,7 +164,7 @@ def test_failed_window_restore_restarts_instead_of_scoring_without_history(broke
             raise KafkaTimeoutError("Failed to get offsets by times in 40000 ms")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(worker_mod, "restore_windows", flaky)
+    monkeypatch.setattr(pipeline_mod, "restore_windows", flaky)
 
     async def main():
         await create(broker, topics)
@@ -179,7 +172,7 @@ def test_failed_window_restore_restarts_instead_of_scoring_without_history(broke
         w1 = Worker(s)
         t1 = asyncio.create_task(w1.run())
         await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in first])
-        await wait_until(lambda: w1.counts["scored"] >= len(first), 60, "the first worker")
+        await wait_until(lambda: w1.stats.counts["scored"] >= len(first), 60, "the first worker")
         w1.stop()
         await t1
         w2 = Worker(s)
@@ -189,7 +182,7 @@ def test_failed_window_restore_restarts_instead_of_scoring_without_history(broke
             await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in second])
             _, why = await _poll_health(server.port, 503, 60, "/healthz to report the failed restore", contains="window restore failed")
             await wait_until(lambda: len(calls) >= 3, 60, "a second restore")
-            await wait_until(lambda: w2.counts["scored"] >= len(second), 60, "the second worker to score")
+            await wait_until(lambda: w2.stats.counts["scored"] >= len(second), 60, "the second worker to score")
             got = await read_until_scores(broker, topics, len(evs))
         finally:
             w2.stop()
@@ -210,122 +203,6 @@ async def read_until_scores(broker, topics, n):
     return got[topics["scores"]]
 
 
-def _refill_without_yielding(broker, topic: str, values: list[bytes]) -> None:
-    """Restart the broker (data gone), recreate ``topic``, write ``values``: blocking calls, so no
-    coroutine of the running loop (the consumer's fetcher, heartbeat, commits) runs in between."""
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    broker.restart()
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # kept alive until the topic exists
-    for fut in admin.create_topics([NewTopic(topic, 1, 1)]).values():
-        fut.result(15)
-    p = Producer({"bootstrap.servers": broker.bootstrap})
-    for v in values:
-        p.produce(topic, v, partition=0)
-    assert p.flush(15) == 0
-
-
-def test_commit_after_a_broker_lost_its_data_never_hides_the_new_records(own_broker):
-    """The race behind a worker that stopped consuming after a broker restart, made deterministic.
-
-    The consumer has read and committed offset 10 of the old log; the new log is refilled with
-    exactly 10 records before the consumer notices anything, so its position looks caught up.
-    ``consumer.commit()`` retried across the re-join and wrote 10 into the new group, and the
-    re-joined consumer sat at 10 for good. ``commit_in_generation`` must not, and every new
-    record must then be read.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from streamer.worker import commit_in_generation, membership
-
-    broker, topic, tp = own_broker, "lost-data", TopicPartition("lost-data", 0)
-
-    async def main():
-        _refill_without_yielding(broker, topic, [f"old{i}".encode() for i in range(10)])
-        c = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id="g-lost", enable_auto_commit=False,
-                             auto_offset_reset="earliest", session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=1000,
-                             request_timeout_ms=REQUEST_TIMEOUT_MS, fetch_max_wait_ms=500)
-        await c.start()
-        try:
-            c.subscribe([topic])
-            old = []
-            await fetch_until(lambda: len(old) >= 10, 60, "the old records", c, old)
-            assert await commit_in_generation(c, {tp: 10}) and await c.committed(tp) == 10
-            old_member = membership(c)
-            _refill_without_yielding(broker, topic, [f"new{i}".encode() for i in range(10)])
-            committed_stale = await commit_in_generation(c, {tp: 10})
-            new = []
-            await fetch_until(lambda: len(new) >= 10, 60, "the new records", c, new)
-            # offsets read under the old membership stay uncommitted once the consumer re-joined
-            assert membership(c) != old_member
-            assert await commit_in_generation(c, {tp: 3}, old_member) is False and await c.committed(tp) is None
-            assert await commit_in_generation(c, {tp: 10}, membership(c)) and await c.committed(tp) == 10
-            return committed_stale, new
-        finally:
-            await c.stop()
-
-    committed_stale, new = asyncio.run(main())
-    assert committed_stale is False
-    assert new == [f"new{i}".encode() for i in range(10)]
-
-
-async def fetch_until(cond, timeout: float, what: str, consumer, into: list) -> None:
-    """Fetch into ``into`` until ``cond()``, with a deadline."""
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (got {len(into)})")
-        for msgs in (await consumer.getmany(timeout_ms=500)).values():
-            into.extend(m.value for m in msgs)
-
-
-def _leak_a_cancellation_on_stop(consumer) -> asyncio.Task:
-    """Put ``consumer`` in the state a frozen broker left it in: a fetch task in its retry back-off.
-
-    aiokafka's fetcher ``close()`` cancels and awaits such tasks without catching the
-    cancellation (aio-libs/aiokafka#647), so ``consumer.stop()`` then raises ``CancelledError``
-    into its caller. That is what, once in a few runs of the frozen-broker test above, ended
-    the worker for good after the broker came back (/healthz stuck at 503).
-    """
-    backoff = asyncio.create_task(asyncio.sleep(3600), name="fetch-in-retry-backoff")
-    consumer._fetcher._pending_tasks.add(backoff)  # noqa: SLF001 - the library's own state, as it was seen
-    return backoff
-
-
-def test_stop_client_absorbs_a_stray_cancellation_but_not_a_real_one(broker, topics):
-    from aiokafka import AIOKafkaConsumer
-
-    from streamer.worker import stop_client
-
-    async def started():
-        c = AIOKafkaConsumer(topics["transactions"], bootstrap_servers=broker.bootstrap, group_id=None)
-        await c.start()
-        return c
-
-    async def main():
-        await create(broker, topics)
-        c = await started()
-        leak = _leak_a_cancellation_on_stop(c)
-        await stop_client(c, 5)  # must return: nobody cancelled this task
-        stray = leak.cancelled() and asyncio.current_task().cancelling() == 0
-        conns_left = sum(conn.connected() for conn in c._client._conns.values())  # noqa: SLF001 - closed by the fallback
-
-        c2 = await started()
-        _leak_a_cancellation_on_stop(c2)
-        closing = asyncio.create_task(stop_client(c2, 5))
-        await asyncio.sleep(0)
-        closing.cancel()  # a real cancellation of the caller still cancels it
-        with pytest.raises(asyncio.CancelledError):
-            await closing
-        await stop_client(c2, 5)
-        return stray, conns_left
-
-    stray, conns_left = asyncio.run(main())
-    assert stray, "the injected back-off task was not cancelled by the consumer's stop"
-    assert conns_left == 0, f"{conns_left} broker connections left open after a stop that raised"
-
-
 def test_stray_cancellation_while_restarting_restarts_instead_of_ending_the_worker(own_broker, topics, tiny_tx_bundle):
     broker = own_broker
     evs = events("transaction", 1200, seed=79, n_accounts=100)
@@ -337,9 +214,9 @@ def test_stray_cancellation_while_restarting_restarts_instead_of_ending_the_work
                 ids = lambda: {r["event_id"] for r in out.records[topics["scores"]]}  # noqa: E731
                 await produce(broker.bootstrap, topics["transactions"], [orjson.dumps(e) for e in first])
                 await wait_until(lambda: len(ids()) >= len(first), 60, "the first events to be scored")
-                _leak_a_cancellation_on_stop(worker.consumer)
+                leak_a_cancellation_on_stop(worker.engine.consumer)
                 # an unacknowledged output: the next checkpoint restarts the pipeline, stopping that consumer
-                worker._delivery_error = RuntimeError("injected: an output was not acknowledged")  # noqa: SLF001
+                worker.pipeline.sink.fail(RuntimeError("injected: an output was not acknowledged"))
                 await wait_until(lambda: worker.metrics.reconnects._value.get() >= 1 or task.done(), 30, "the pipeline to restart")
                 assert not task.done(), f"the worker ended: {task.exception() if not task.cancelled() else 'cancelled'}"
                 await _poll_health(server.port, 200, 60, "the restarted pipeline")

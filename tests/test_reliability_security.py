@@ -25,7 +25,6 @@ import time
 import orjson
 import pytest
 
-from streamer import worker as worker_mod
 from streamer.broker import free_port
 from streamer.cli import _setup_logging
 from streamer.cli import main as cli_main
@@ -103,29 +102,34 @@ def test_worker_gives_every_client_the_security_settings(certs, tiny_tx_bundle, 
         made.append(("ensure_topics", dict(security or {})))
 
     async def main():
-        monkeypatch.setattr(worker_mod, "AIOKafkaProducer", fake("producer", worker_mod.AIOKafkaProducer))
-        monkeypatch.setattr(worker_mod, "AIOKafkaConsumer", fake("consumer", worker_mod.AIOKafkaConsumer))
-        monkeypatch.setattr(worker_mod, "ensure_topics", fake_ensure_topics)
-        import aiokafka.admin
+        from streamer import direct, kafka_adapter
+        from streamer.state import restore
 
-        monkeypatch.setattr(aiokafka.admin, "AIOKafkaAdminClient", fake("admin", aiokafka.admin.AIOKafkaAdminClient))
+        monkeypatch.setattr(kafka_adapter, "AIOKafkaProducer", fake("producer", kafka_adapter.AIOKafkaProducer))
+        monkeypatch.setattr(kafka_adapter, "AIOKafkaConsumer", fake("consumer", kafka_adapter.AIOKafkaConsumer))
+        monkeypatch.setattr(restore, "AIOKafkaConsumer", fake("changelog reader", restore.AIOKafkaConsumer))
+        monkeypatch.setattr(direct, "ensure_topics", fake_ensure_topics)
+        from streamer import broker as broker_mod
+
+        monkeypatch.setattr(broker_mod, "AIOKafkaAdminClient", fake("admin", broker_mod.AIOKafkaAdminClient))
         w = Worker(s)
+        stop, on_state = asyncio.Event(), lambda state: None
         with pytest.raises(Stop):
-            await w._run_once()  # topic creation, then the changelog admin client
+            await w.engine.run_once(stop, on_state)  # topic creation, then the changelog admin client
         w.s.create_topics = False
         with pytest.raises(Stop):
-            await w._run_once()  # producer and group consumer
+            await w.engine.run_once(stop, on_state)  # producer and group consumer
         with pytest.raises(Stop):
-            await worker_mod.restore_windows(w._kafka_kwargs(), "cl", [0], w.lanes["transaction"].intake.store)
+            await restore.restore_windows(kafka_adapter.client_kwargs(w.s), "cl", [0], w.lanes["transaction"].intake.store)
 
     asyncio.run(main())
     names = [n for n, _ in made]
-    assert {"admin", "producer", "consumer", "ensure_topics"} <= set(names), names
+    assert {"admin", "producer", "consumer", "changelog reader", "ensure_topics"} <= set(names), names
     for name, kw in made:
         assert kw["security_protocol"] == "SASL_SSL", name
         assert isinstance(kw["ssl_context"], ssl.SSLContext), name
         assert kw["sasl_mechanism"] == "SCRAM-SHA-512" and kw["sasl_plain_username"] == USERNAME and kw["sasl_plain_password"] == PASSWORD, name
-    assert sum(n == "consumer" for n in names) == 2, "the group consumer and the changelog reader"
+    assert names.count("consumer") == 1 and names.count("changelog reader") == 1, "the group consumer and the changelog reader"
     group = next(kw for n, kw in made if n == "consumer" and kw.get("group_id"))
     assert group["bootstrap_servers"] == "kafka-1:9093,kafka-2:9093" and group["enable_auto_commit"] is False
 

@@ -10,7 +10,7 @@ import pytest
 
 from streamer.batcher import MicroBatcher
 from streamer.broker import BrokerError, EmbeddedBroker
-from streamer.checkpoint import Checkpoint
+from streamer.checkpoint import Offsets
 from streamer.cli import main as cli_main
 from streamer.records import alert_id, dead_letter
 from streamer.settings import Settings
@@ -60,7 +60,7 @@ def test_batcher_collects_items_arriving_within_the_wait():
 
 
 def test_checkpoint_commits_only_contiguous_done_offsets_per_partition():
-    cp = Checkpoint()
+    cp = Offsets()
     for o in range(5):
         cp.track("a", o)
     cp.track("b", 100)

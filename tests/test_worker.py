@@ -68,7 +68,7 @@ def test_mixed_stream_scores_every_valid_event_once_and_dead_letters_the_rest(br
     assert caught >= 0.5, f"only {caught:.0%} of injected fraud alerted"
     for a in alerts:
         assert a["severity"] in ("low", "medium", "high", "critical") and a["reasons"] and a["score"] >= a["threshold"]
-    assert worker.counts["rejected"] == len(MALFORMED)
+    assert worker.stats.counts["rejected"] == len(MALFORMED)
 
 
 def test_two_workers_in_one_group_split_partitions_and_score_each_event_once(broker, topics, tiny_tx_bundle):
@@ -89,7 +89,7 @@ def test_two_workers_in_one_group_split_partitions_and_score_each_event_once(bro
         finally:
             a.stop(), b.stop()
             await asyncio.gather(ta, tb)
-        return got, a.counts["scored"], b.counts["scored"], split
+        return got, a.stats.counts["scored"], b.stats.counts["scored"], split
 
     got, na, nb, split = asyncio.run(main())
     ids = Counter(s["event_id"] for s in got[topics["scores"]])
