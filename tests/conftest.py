@@ -55,6 +55,15 @@ def topics(broker) -> dict[str, str]:
     }
 
 
+ENGINES = ("direct", "faust")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """Each reliability test runs once per engine: the direct aiokafka loop and the Faust agents."""
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny_tx_bundle(tmp_path_factory) -> Path:
     return make_tiny_bundle(tmp_path_factory.mktemp("tiny") / "tx", "transaction", risky=("dnew", "cnew"))

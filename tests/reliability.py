@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -55,9 +56,13 @@ def worker_cmd(broker: EmbeddedBroker, topics: dict[str, str], bundle: Path, **f
 
 
 class WorkerProcess:
-    """One worker subprocess; its output goes to ``log`` (appended, shared by incarnations)."""
+    """One worker subprocess; its output goes to ``log`` (appended, shared by incarnations).
 
-    def __init__(self, cmd: list[str], log: Path):
+    With ``metrics_port``, its /metrics and /healthz can be read (:meth:`metrics`, :meth:`assigned`).
+    """
+
+    def __init__(self, cmd: list[str], log: Path, metrics_port: int = 0):
+        self.metrics_port = metrics_port
         self.log = log
         self._fh = open(log, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -86,12 +91,54 @@ class WorkerProcess:
             rc = None
         return rc, time.monotonic() - t0
 
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """The worker's /metrics now ({} when nothing answers): (sample name, labels) -> value."""
+        code, text = http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        return parse_samples(text) if code == 200 else {}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples whose labels include ``labels`` (0 when absent)."""
+        want = set(labels.items())
+        return sum(v for (n, ls), v in self.metrics().items() if n == name and want <= ls)
+
+    def assigned(self, topic: str) -> set[int]:
+        """Partitions of ``topic`` the worker owns with their windows restored (it exports their lag from then on)."""
+        return {int(dict(ls)["partition"]) for (n, ls) in self.metrics() if n == "streamer_consumer_lag" and dict(ls).get("topic") == topic}
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
         if not self._fh.closed:
             self._fh.close()
+
+
+@contextlib.contextmanager
+def worker_process(broker: EmbeddedBroker, topics: dict[str, str], bundle: Path, engine: str, log: Path, **flags: Any) -> Iterator[WorkerProcess]:
+    """A worker subprocess of ``engine`` with /metrics and /healthz on a free port; SIGTERMed (then killed) on exit."""
+    from streamer.broker import free_port
+
+    port = free_port()
+    w = WorkerProcess(worker_cmd(broker, topics, bundle, engine=engine, metrics_port=port, metrics_host="127.0.0.1", **flags), log, port)
+    try:
+        yield w
+    finally:
+        if w.proc.poll() is None:
+            w.terminate(30)
+        w.close()
+
+
+def parse_samples(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text exposition -> {(sample name, frozenset of (label, value)): value}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        name, _, rest = head.partition("{")
+        labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest))
+        out[(name, labels)] = float(value)
+    return out
 
 
 async def produce(bootstrap: str, topic: str, values: Iterable[bytes], rate: float = 0.0, key: Any = key_of, max_request_size: int = 1 << 20, record: bool = True) -> list[tuple[int, int]]:

@@ -33,14 +33,14 @@ COMMIT_INTERVAL_S = 0.5
 SESSION_TIMEOUT_MS = 6000  # a killed member holds its partitions this long (default 10 s)
 
 
-def test_sigkill_at_random_moments_loses_nothing_and_replays_identically(broker, topics, tiny_tx_bundle, tmp_path):
+def test_sigkill_at_random_moments_loses_nothing_and_replays_identically(broker, topics, tiny_tx_bundle, tmp_path, engine):
     seed = int(os.environ.get("STREAMER_CRASH_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"\ncrash test seed {seed} (STREAMER_CRASH_SEED={seed} replays these kill moments)")
     evs = events("transaction", N_EVENTS, seed=61, n_accounts=300)  # ~67 events per account: windows matter
     values = [orjson.dumps(e) for e in evs]
     reference = {r["event_id"]: r for r in score_lines(values, tiny_tx_bundle)}
-    cmd = worker_cmd(broker, topics, tiny_tx_bundle, commit_interval_s=COMMIT_INTERVAL_S, queue_events=QUEUE_EVENTS, session_timeout_ms=SESSION_TIMEOUT_MS)
+    cmd = worker_cmd(broker, topics, tiny_tx_bundle, engine=engine, commit_interval_s=COMMIT_INTERVAL_S, queue_events=QUEUE_EVENTS, session_timeout_ms=SESSION_TIMEOUT_MS)
     log = tmp_path / "worker.log"
     scores_t, alerts_t = topics["scores"], topics["alerts"]
 

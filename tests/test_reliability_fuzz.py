@@ -27,9 +27,8 @@ from streamer.intake import Intake, Item, Rejection
 from streamer.records import alert_record, dead_letter, score_record
 from streamer.scorer import Scorer
 from streamer.validation import MAX_TS_MS, MIN_TS_MS, reason_code
-from streamer.worker import Worker
-from tests.conftest import create, read_until, settings_for
-from tests.reliability import produce
+from tests.conftest import create, read_until
+from tests.reliability import produce, worker_process
 
 REASON_CODES = {"oversized", "invalid_utf8", "invalid_json", "not_object", "empty", "missing_field", "bad_timestamp", "non_finite", "wrong_type", "unknown_sensor", "out_of_range", "invalid_value"}
 IDS = [f"dup-{i}" for i in range(5)]  # a small pool: many messages share an event_id
@@ -223,7 +222,7 @@ def fuzz_messages(rng: random.Random, n: int) -> list[bytes]:
     return out
 
 
-def test_fuzzed_messages_through_the_broker_are_scored_or_dead_lettered(broker, topics, tiny_tx_bundle):
+def test_fuzzed_messages_through_the_broker_are_scored_or_dead_lettered(broker, topics, tiny_tx_bundle, engine, tmp_path):
     values = fuzz_messages(random.Random(91), 400)
     oracle = Intake(load_bundle(tiny_tx_bundle))
     # what the worker must do with each message (validation does not depend on the window)
@@ -234,17 +233,12 @@ def test_fuzzed_messages_through_the_broker_are_scored_or_dead_lettered(broker, 
 
     async def main():
         await create(broker, topics)
-        worker = Worker(settings_for(broker, topics, transactions_bundle=str(tiny_tx_bundle), device="cpu", intra_op_threads=1, reload_watch_s=0))
-        task = asyncio.create_task(worker.run())
-        try:
+        with worker_process(broker, topics, tiny_tx_bundle, engine, tmp_path / "worker.log"):
             where = await produce(broker.bootstrap, topics["transactions"], values, max_request_size=2 << 20)
             got = await read_until(
                 broker, [topics["scores"], topics["dead_letters"]],
                 lambda g: len(g[topics["scores"]]) >= len(valid) and len(g[topics["dead_letters"]]) >= len(rejected), 90,
             )
-        finally:
-            worker.stop()
-            await task
         return where, got
 
     where, got = asyncio.run(main())

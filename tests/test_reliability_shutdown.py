@@ -22,10 +22,10 @@ PARTITIONS = 4
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
-def test_sigterm_drains_commits_and_exits_zero_then_nothing_is_rescored(broker, topics, tiny_tx_bundle, tmp_path):
+def test_sigterm_drains_commits_and_exits_zero_then_nothing_is_rescored(broker, topics, tiny_tx_bundle, tmp_path, engine):
     evs = events("transaction", N_EVENTS, seed=101, n_accounts=300)
     values = [orjson.dumps(e) for e in evs]
-    cmd = worker_cmd(broker, topics, tiny_tx_bundle, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, commit_interval_s=1.0)
+    cmd = worker_cmd(broker, topics, tiny_tx_bundle, engine=engine, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, commit_interval_s=1.0)
     log = tmp_path / "worker.log"
     scores_t = topics["scores"]
 
