@@ -31,7 +31,10 @@ from streamer.cli import build_parser
 from streamer.metrics import Metrics, MetricsServer
 from streamer.settings import ENV_PREFIX, Settings, reference_markdown
 from streamer.worker import Worker
+from streamer.bundle import SEVERITIES
+from streamer.validation import REASON_CODES
 from tests.conftest import MALFORMED, create, events, send, settings_for, wait_for
+from tests.reliability import wait_until, worker_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = Settings()
@@ -432,6 +435,32 @@ def test_every_dashboard_and_keda_query_uses_metrics_a_live_worker_exports(broke
                     assert re.search(r"\b(rate|irate|increase)\(\s*$", expr[:m.start()]), f"{where}: counter {name} outside rate()/increase()"
             if name.endswith("_bucket"):
                 assert "histogram_quantile" in expr and re.search(r"by \([^)]*\ble\b", expr), f"{where}: {name} without histogram_quantile by le"
+
+
+def test_dashboard_finds_every_series_before_the_first_event(broker, topics, tiny_tx_bundle, engine, tmp_path, k8s):
+    """A fresh worker (either engine) exports every series the dashboard and KEDA query, with the
+    configured kind's labels, before any traffic: no panel or alert rule sees an absent series."""
+    queries = dashboard_queries() + keda_queries(k8s)
+    used = {name: where for where, expr in queries for name in metric_names(expr)}
+    topic = topics["transactions"]
+
+    async def scrape_idle() -> dict:
+        await create(broker, topics)
+        with worker_process(broker, topics, tiny_tx_bundle, engine, tmp_path / "worker.log") as w:
+            await wait_until(lambda: len(w.assigned(topic)) == 4, 90, "the partition assignment")
+            return w.metrics()
+
+    samples = asyncio.run(scrape_idle())
+    names = {n for n, _ in samples}
+    missing = {n: w for n, w in used.items() if n not in names and n not in GPU_ONLY}
+    assert not missing, f"series absent before the first event: {missing}"
+    kind_labelled = {n for (n, ls) in samples if any(k == "kind" for k, _ in ls)}
+    for name in set(used) & kind_labelled:
+        assert any(n == name and ("kind", "transaction") in ls for (n, ls) in samples), f"{name} has no kind=transaction series"
+    assert samples[("streamer_events_in_total", frozenset({("kind", "transaction")}))] == 0, "this scrape must precede all traffic"
+    rejected = {dict(ls)["reason"] for (n, ls) in samples if n == "streamer_events_rejected_total"}
+    assert rejected == set(REASON_CODES), "every dead-letter reason series exists at zero"
+    assert {dict(ls)["severity"] for (n, ls) in samples if n == "streamer_alerts_total"} == set(SEVERITIES)
 
 
 def worker_alerted(text: str) -> bool:
