@@ -270,7 +270,7 @@ def load_checkpoint(path: Path) -> Any:
         raise FileNotFoundError(f"{path}: no config.json: this bundle has no torch checkpoint to fine-tune from")
     cfg = orjson.loads((path / "config.json").read_bytes())
     if "backbone" not in cfg:
-        raise ValueError(f"{path}: a checkpoint of another model (not the sensor-v5 window model); rebuild the base "
+        raise ValueError(f"{path}: a checkpoint of another model (not the sensor window model of sensor-v5 or later); rebuild the base "
                          "bundle with `streamer model train --kind sensor`")
     model = SensorNet(DeepseekV3Config(**cfg["backbone"]), slots=cfg["slots"], channels=cfg["channels"], embed=cfg["embed"])
     model.load_state_dict(load_file(str(path / "model.safetensors")))

@@ -1,4 +1,4 @@
-"""The sensor-v5 encoding: asset types, each asset's own normal, the window, the relation statistics, reasons."""
+"""The sensor encoding (sensor-v6): asset types, each asset's own normal, the window, the relation statistics, reasons."""
 
 from __future__ import annotations
 

@@ -281,7 +281,7 @@ def test_score_file_with_the_fine_tuned_bundle_equals_the_scorer(fine_tuned, tmp
 def test_shipped_bundle_card_and_reproduction():
     b = load_bundle(SHIPPED)
     card = b.card
-    assert card["encoding_version"] == "sensor-v5" and card["architecture"]["class"].startswith("SensorNet")
+    assert card["encoding_version"] == "sensor-v6" and card["architecture"]["class"].startswith("SensorNet")
     assert card["architecture"]["backbone_config"]["model_type"] == "deepseek_v3"
     for name, t in card["sensor_model"]["types"].items():
         assert t["calibration"] and t["alert_p"] > 0, name

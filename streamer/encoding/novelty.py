@@ -31,7 +31,7 @@ novel (> 0), a reading that does not go beyond that record is part of the same
 episode and its novelty is at most 0 (an alert is raised once per episode, and
 again only when the episode gets worse or a new one starts).
 
-The sensor-v5 encoding uses it for one-sensor asset types (``novelty`` in the
+The sensor encoding (v5 and later) uses it for one-sensor asset types (``novelty`` in the
 type), where it is the score. On NAB (``python -m bench.nab_novelty``) the
 novelty scores 71.2 / 66.0 / 75.2 (standard / low FP / low FN); the v5
 novelty (``max(env, 0.5 * renv)`` with envelopes that relaxed toward the mean)

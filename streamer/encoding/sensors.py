@@ -55,7 +55,7 @@ import numpy as np
 from streamer.encoding import novelty, relations
 
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v5"  # v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
+ENCODING_VERSION = "sensor-v6"  # v6: novelty v6 (one-sensor types); v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
 
 # The window the worker keeps per asset (the card repeats it as card["window"]); the model sees
 # the last ``sensor_model.window`` readings of it.
