@@ -7,7 +7,6 @@ against a real Kafka cluster (see compose.yaml).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -15,7 +14,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -190,15 +189,3 @@ async def ensure_changelogs(bootstrap: str, pairs: Iterable[tuple[str, str]], de
             await ensure_topics(bootstrap, [changelog], n, security, compact=[changelog], replication=replication, grow=[changelog])
     finally:
         await admin.close()
-
-
-@contextlib.contextmanager
-def running_broker(topics: Iterable[str] = (), partitions: int = 8, port: int = 0) -> Iterator[EmbeddedBroker]:
-    """Start a broker, create topics, yield it, stop it: for tests, benches and the demo."""
-    broker = EmbeddedBroker(port=port).start()
-    try:
-        if topics:
-            asyncio.run(ensure_topics(broker.bootstrap, topics, partitions))
-        yield broker
-    finally:
-        broker.stop()

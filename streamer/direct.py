@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import Executor
-from typing import Any, Callable
+from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 

@@ -17,9 +17,7 @@ import onnxruntime as ort
 
 from streamer.bundle import Bundle
 from streamer.iobinding import BoundRunner, batch_buckets
-from streamer.onnx_session import (CPU, GPU_MAX_BATCH, GPU_PROVIDERS, MISSING_LIBRARY, NO_DEVICE, NO_GPU_BUILD,  # noqa: F401
-                                   SESSION_ERROR, TENSORRT_UNAVAILABLE, ProviderChoice, Scored, TrtProfile,
-                                   gpu_providers, graph_precision, make_session, missing_library)
+from streamer.onnx_session import CPU, GPU_MAX_BATCH, GPU_PROVIDERS, Scored, TrtProfile, graph_precision, make_session
 from streamer.sensor_scorer import SensorScorer
 from streamer.tokens import bucket_for
 

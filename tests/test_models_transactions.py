@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import doctest
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,14 +32,6 @@ def corpus():
 def _tiny(tok, tokens, seed=0):
     torch.set_num_threads(1)
     return clf.build(clf.make_config("tiny", tok.get_vocab_size(), tokens.pad_id, 32), seed=seed)
-
-
-def test_module_doctests():
-    from models import cli, distill, token_baseline
-
-    for mod in (ev, tk, cli, token_baseline, distill):
-        res = doctest.testmod(mod)
-        assert res.failed == 0 and res.attempted > 0, mod.__name__
 
 
 def test_tokenizer_round_trip(corpus, tmp_path):

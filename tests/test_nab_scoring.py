@@ -40,13 +40,6 @@ def ss(x: float) -> float:
     return 2.0 / (1.0 + math.exp(5.0 * x)) - 1.0
 
 
-def test_module_doctests():
-    import doctest
-
-    res = doctest.testmod(nab)
-    assert res.failed == 0 and res.attempted > 0
-
-
 def test_probation_length_matches_nab():
     assert nab.probation_length(100) == 15
     assert nab.probation_length(4032) == 604

@@ -13,9 +13,7 @@ import signal
 import time
 
 import orjson
-import pytest
 
-from streamer.broker import EmbeddedBroker
 from streamer.metrics import MetricsServer
 from streamer.worker import Worker
 from tests.conftest import create, events, settings_for

@@ -25,7 +25,8 @@ from streamer import scorer as sc
 from streamer.bundle import DEFAULT_BUNDLES, load_bundle
 from streamer.iobinding import BoundRunner
 from streamer.pinned import PinnedAllocator
-from streamer.scorer import ProviderChoice, Scorer, missing_library
+from streamer.onnx_session import ProviderChoice, missing_library
+from streamer.scorer import Scorer
 from tests.tiny_bundle import make_tiny_bundle
 
 WORDS = ["amt1", "amt2", "amt3", "g_retail", "hr6", "dnew", "cnew", "mseen", "kseen", "pos"]
