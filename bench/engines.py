@@ -21,6 +21,13 @@ its output records, first to last, so start-up and group joins count for none.
 
 Bars: faust / model alone >= 0.8 (direct: 0.85 measured before, must not drop);
 faust no-op / faust take no-op >= 2.
+
+``--kind sensor`` runs the engines on 8-sensor machines instead (the shipped
+sensor bundle with an 8-sensor asset type fitted on normal running, as
+``bench.sensor_model`` builds it, written to a temporary bundle directory);
+``model alone`` is then the sensor scorer (window stacking, relation statistics,
+graph, calibration) at batch 64 and the graph alone (issue 17: the worker end to
+end >= 0.8 of the model alone).
 """
 
 from __future__ import annotations
@@ -59,32 +66,69 @@ CONTENDERS = {
 SLOW = {"faust agent"}  # one model call per event: measured on fewer events
 
 
-def model_alone(bundle_dir: str, seconds: float, rounds: int) -> list[float]:
-    """Events/s of the bundle's scorer (tokenize + ONNX) at batch 64, one thread, on the worker's texts."""
-    from streamer.scorer import Scorer
+def model_alone(bundle_dir: str, seconds: float, rounds: int, graph_only: bool = False) -> list[float]:
+    """Events/s of the bundle's scorer at batch 64, one thread, on the worker's own inputs.
+
+    Transactions: tokenize + ONNX on the worker's texts. Sensors: the lane's scorer on the
+    windows the intake builds (``graph_only``: the ONNX graph on the stacked windows).
+    """
+    from streamer.scorer import make_scorer
 
     bundle = load_bundle(bundle_dir)
-    scorer = Scorer(bundle, "cpu", "fp32", 1)
-    texts, _ = stream_texts(bundle, BATCH * 16, seed=3, skip=200)
-    batches = [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
-    scorer.score_batch(batches[0])
+    scorer = make_scorer(bundle, "cpu", "fp32", 1)
+    if bundle.kind == "sensor":
+        import orjson
+
+        from bench.sensor_model import machine_events
+        from streamer.encoding import sensors as enc
+        from streamer.intake import Intake, Item
+
+        intake = Intake(bundle)
+        items = [intake.accept("b", 0, i, orjson.dumps(e)) for i, e in enumerate(machine_events(BATCH * 16 + 500, seed=1))]
+        inputs = [it.inputs for it in items if isinstance(it, Item)][500:]
+        batches = [inputs[i:i + BATCH] for i in range(0, len(inputs) - BATCH + 1, BATCH)]
+        if graph_only:
+            stacked = [enc.stack(b, bundle.card) for b in batches]
+            run_one = lambda k: scorer.run(stacked[k % len(stacked)])  # noqa: E731
+        else:
+            run_one = lambda k: scorer.score_batch(batches[k % len(batches)])  # noqa: E731
+    else:
+        texts, _ = stream_texts(bundle, BATCH * 16, seed=3, skip=200)
+        batches = [texts[i:i + BATCH] for i in range(0, len(texts), BATCH)]
+        run_one = lambda k: scorer.score_batch(batches[k % len(batches)])  # noqa: E731
+    run_one(0)
     out = []
     for _ in range(rounds):
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            scorer.score_batch(batches[n % len(batches)])
+            run_one(n)
             n += 1
         out.append(n * BATCH / (time.perf_counter() - t0))
     return out
 
 
-def run(name: str, broker: EmbeddedBroker, topic_in: str, n: int, bundle: str, partitions: int, logs: Path) -> dict:
+def eight_sensor_bundle_dir(base: str, into: Path) -> str:
+    """The shipped sensor bundle plus an 8-sensor machine type, written as a bundle directory (for worker processes)."""
+    import shutil
+
+    from bench.sensor_model import eight_sensor_bundle
+
+    b = eight_sensor_bundle(base)
+    shutil.copytree(base, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".train", "checkpoint"))
+    (into / "card.json").write_text(json.dumps(b.card, indent=1))
+    return str(into)
+
+
+def run(name: str, broker: EmbeddedBroker, topic_in: str, n: int, bundle: str, partitions: int, logs: Path, kind: str = "transaction") -> dict:
     how, extra = CONTENDERS[name]
     tag = f"{name.replace(' ', '-')}-{uuid.uuid4().hex[:6]}"
     out, alerts, dlq = f"out-{tag}", f"alerts-{tag}", f"dlq-{tag}"
     asyncio.run(ensure_topics(broker.bootstrap, [out, alerts, dlq], partitions))
     if how == "worker":
-        proc = _spawn(_worker_args(broker.bootstrap, tag, topic_in, out, bundle, ["--intra-op-threads", "1", *extra]), {}, logs / f"{tag}.log")
+        args = _worker_args(broker.bootstrap, tag, topic_in, out, bundle, ["--intra-op-threads", "1", *extra])
+        if kind == "sensor":  # the same worker, reading the topic as sensor events
+            args[args.index("--transactions-topic") + 1], args[args.index("--sensors-topic") + 1] = "", topic_in
+        proc = _spawn(args, {}, logs / f"{tag}.log")
     else:
         env = {"BENCH_DATADIR": str(logs / f"{tag}-data"), "BENCH_BROKERS": broker.bootstrap, "BENCH_IN": topic_in, "BENCH_OUT": out,
                "BENCH_ALERTS": alerts, "BENCH_DLQ": dlq, "BENCH_BUNDLE": bundle, "BENCH_APP": tag, "BENCH_PARTITIONS": str(partitions), **extra}
@@ -105,27 +149,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", default=str(DEFAULT_BUNDLES["transaction"]))
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--only", default="", help="comma-separated contenders (default: all)")
+    ap.add_argument("--kind", choices=("transaction", "sensor"), default="transaction", help="event kind (sensor: 8-sensor machines, engines only)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3000 events, 1000 for the slow one")
     args = ap.parse_args(argv)
     if args.quick:
         args.events, args.slow_events = 3000, 1000
-    names = [n for n in CONTENDERS if not args.only or n in args.only.split(",")]
+    if args.kind == "sensor":
+        import tempfile
+
+        if args.bundle == str(DEFAULT_BUNDLES["transaction"]):
+            args.bundle = str(DEFAULT_BUNDLES["sensor"])
+        args.bundle = eight_sensor_bundle_dir(args.bundle, Path(tempfile.mkdtemp()) / "sensors-8")
+    names = [n for n in CONTENDERS if (not args.only or n in args.only.split(",")) and (args.kind == "transaction" or CONTENDERS[n][0] == "worker")]
     logs = RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    results: dict = {"machine": machine(), "commit": commit, "bundle": args.bundle, "events": args.events, "slow_events": args.slow_events, "batch": BATCH}
+    results: dict = {"machine": machine(), "commit": commit, "kind": args.kind, "bundle": args.bundle, "events": args.events, "slow_events": args.slow_events, "batch": BATCH}
     print("model alone (batch 64, 1 thread) ...", flush=True)
     alone = model_alone(args.bundle, 2.0, 3)
+    graph = model_alone(args.bundle, 2.0, 3, graph_only=True) if args.kind == "sensor" else []
     with EmbeddedBroker(port=0) as broker:
         topic_in = f"bench-in-{uuid.uuid4().hex[:6]}"
         asyncio.run(ensure_topics(broker.bootstrap, [topic_in], args.partitions))
-        asyncio.run(produce(broker.bootstrap, topic_in, _events(args.events, 3)))
+        if args.kind == "sensor":
+            import orjson
+
+            from bench.sensor_model import machine_events
+
+            values = [orjson.dumps(e) for e in machine_events(args.events, seed=5, assets=16)]
+        else:
+            values = _events(args.events, 3)
+        asyncio.run(produce(broker.bootstrap, topic_in, values))
         print(f"pre-filled {args.events:,} events on {broker.bootstrap}", flush=True)
         for name in names:
             n = min(args.events, args.slow_events) if name in SLOW else args.events
-            results[name] = run(name, broker, topic_in, n, args.bundle, args.partitions, logs)
+            results[name] = run(name, broker, topic_in, n, args.bundle, args.partitions, logs, args.kind)
     alone += model_alone(args.bundle, 2.0, 3)
     results["model alone"] = {"events_per_s": statistics.median(alone), "rounds": alone}
+    if graph:
+        graph += model_alone(args.bundle, 2.0, 3, graph_only=True)
+        results["graph alone"] = {"events_per_s": statistics.median(graph), "rounds": graph}
     rate = {k: v["events_per_s"] for k, v in results.items() if isinstance(v, dict) and "events_per_s" in v}
     ratios = {}
 
@@ -137,13 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmodel alone: {rate['model alone']:,.0f} events/s (median of {len(alone)} rounds, {min(alone):,.0f}-{max(alone):,.0f})")
     ratio("faust", "model alone", "bar >= 0.8")
     ratio("direct", "model alone", "0.85 before; must not drop")
+    ratio("faust", "graph alone", "")
+    ratio("direct", "graph alone", "")
     ratio("faust noop", "faust take noop", "bar >= 2")
     ratio("faust noop", "faust agent noop", "")
     ratio("faust", "faust take", "")
     ratio("faust", "faust agent", "")
     ratio("direct noop", "faust noop", "")
     results["ratios"] = ratios
-    path = RESULTS / f"engines-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
+    path = RESULTS / f"engines{'-sensor' if args.kind == 'sensor' else ''}-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(results, indent=2))
     print(f"\nwrote {path.relative_to(ROOT)}")
     return 0
