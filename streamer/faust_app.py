@@ -66,6 +66,7 @@ from streamer.stats import LiveStats
 log = logging.getLogger("streamer.faust")
 
 NOOP_SCORER_ENV = "STREAMER_NOOP_SCORER"  # benchmarks only: the host side without the model
+USAGE_ERROR = 2  # the Faust command line refused its arguments: restarting would not help
 
 
 class FaustCommitter:
@@ -345,6 +346,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return out
 
 
+def faust_loglevel(level: str) -> str:
+    """The worker's log level in the names Faust's command line takes.
+
+    >>> [faust_loglevel(x) for x in ("DEBUG", "INFO", "WARNING", "ERROR")]
+    ['debug', 'info', 'warn', 'error']
+    """
+    return {"WARNING": "warn", "CRITICAL": "crit"}.get(level, level.lower())
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -361,7 +371,7 @@ def supervise(settings: Settings, noop_scorer: bool = False) -> int:
     env = dict(os.environ, **settings_env(settings), PYTHONUNBUFFERED="1")
     if noop_scorer:
         env[NOOP_SCORER_ENV] = "1"
-    cmd = [sys.executable, "-m", "streamer.faust_app", "worker", "--loglevel", settings.log_level.lower(), "--without-web"]
+    cmd = [sys.executable, "-m", "streamer.faust_app", "worker", "--loglevel", faust_loglevel(settings.log_level), "--without-web"]
     stopping = False
     child: subprocess.Popen | None = None
 
@@ -378,7 +388,7 @@ def supervise(settings: Settings, noop_scorer: bool = False) -> int:
         started = time.monotonic()
         child = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
         rc = child.wait()
-        if stopping or rc == 0:
+        if stopping or rc in (0, USAGE_ERROR):
             return rc
         log.warning("faust worker exited with %d; restarting in %.0fs", rc, backoff)
         time.sleep(backoff)
