@@ -183,6 +183,9 @@ class FaustEngine:
         """App task: topics, the pipeline on Faust's producer, and the checkpoint loop."""
         s = self.s
         self._on_worker_init()
+        # aiokafka at DEBUG logs every message's key and value (account ids, amounts), and costs
+        # ~10 us per output: pinned at ERROR whatever the worker's log level, as `streamer worker` does
+        logging.getLogger("aiokafka").setLevel(logging.ERROR)
         if s.create_topics:
             outs = [s.scores_topic, s.alerts_topic, s.dead_letters_topic]
             await ensure_topics(s.brokers, [lane.topic for lane in self.lanes.values()] + outs, s.partitions, s.kafka_security(), replication=s.replication_factor)
