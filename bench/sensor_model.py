@@ -59,9 +59,9 @@ def eight_sensor_bundle(base_dir: str):
     b = load_bundle(base_dir)
     card = copy.deepcopy(b.card)
     types = fit_types(machine_events(4000), warmup=128, window=card["sensor_model"]["window"])
-    ref = next(iter(card["sensor_model"]["types"].values()))
+    ref = next(t for t in card["sensor_model"]["types"].values() if not t.get("novelty"))  # a multi-sensor type
     for t in types.values():  # calibration maps numbers only; its values do not change the cost
-        t["calibration"], t["alert_p"] = ref["calibration"], ref.get("alert_p", 1e-3)
+        t["calibration"], t["alert_p"], t["combine"] = ref["calibration"], ref.get("alert_p", 1e-3), ref["combine"]
     card["sensor_model"]["types"].update(types)
     card["sensor_model"]["slots"] = assign_slots(card["sensor_model"]["types"], card["sensor_model"]["slots"], 512)
     b.card = card
