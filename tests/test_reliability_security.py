@@ -79,6 +79,25 @@ def test_kafka_security_for_sasl_ssl_scram_512_with_mutual_tls(certs):
     assert from_env["sasl_mechanism"] == "SCRAM-SHA-512" and from_env["sasl_plain_password"] == PASSWORD
 
 
+def test_faust_engine_gives_faust_and_its_own_clients_the_security_settings(certs, tiny_tx_bundle):
+    """The Faust engine's app (consumer, producer) and the clients it builds itself get TLS + SASL too."""
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    from streamer.faust_app import FaustEngine
+    from streamer.kafka_adapter import client_kwargs
+
+    s = _sasl_ssl(certs, brokers="kafka-1:9093,kafka-2:9093", transactions_bundle=str(tiny_tx_bundle), sensors_topic="", device="cpu", metrics_port=0)
+    eng = FaustEngine(s)
+    creds = eng.app.conf.broker_credentials
+    auth = credentials_to_aiokafka_auth(creds)  # what Faust hands its aiokafka consumer and producer
+    assert auth["security_protocol"] == "SASL_SSL" and auth["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert auth["sasl_plain_username"] == USERNAME and auth["sasl_plain_password"] == PASSWORD
+    assert isinstance(auth["ssl_context"], ssl.SSLContext) and auth["ssl_context"].verify_mode == ssl.CERT_REQUIRED
+    assert [str(u) for u in eng.app.conf.broker] == ["kafka://kafka-1:9093", "kafka://kafka-2:9093"]
+    own = client_kwargs(s)  # the changelog reader and the metadata probe
+    assert own["security_protocol"] == "SASL_SSL" and own["sasl_plain_password"] == PASSWORD
+
+
 def test_worker_gives_every_client_the_security_settings(certs, tiny_tx_bundle, monkeypatch):
     """Producer, group consumer, changelog reader and admin clients all get TLS + SASL, and aiokafka accepts them."""
     s = _sasl_ssl(certs, brokers="kafka-1:9093,kafka-2:9093", transactions_bundle=str(tiny_tx_bundle), sensors_topic="", device="cpu", metrics_port=0, reload_watch_s=0)
