@@ -168,8 +168,14 @@ class FaustEngine:
 
     def _agent(self, take: int, within: float) -> Any:
         async def detect(stream: Any) -> None:
-            async for events in stream.noack_take(take, within):
-                await self.accept(events)
+            try:
+                async for events in stream.noack_take(take, within):
+                    await self.accept(events)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a restarted agent would never see its taken events again
+                await self._crash(exc)
+                raise
 
         return detect
 
