@@ -63,6 +63,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_replays_identically(broker,
                     w.close()
                 kills.append((at, await committed_offsets(broker.bootstrap, topics["group"], topics["transactions"], PARTITIONS)))
             where = await sending
+            final_from = len(log.read_text())
             w = WorkerProcess(cmd, log)
             try:
                 ends = {p: max(o for q, o in where if q == p) + 1 for p in range(PARTITIONS)}
@@ -76,6 +77,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_replays_identically(broker,
                 while not (len({r["event_id"] for r in out.records[scores_t]}) >= N_EVENTS and await final_commit()):
                     assert time.monotonic() < deadline, f"final worker did not catch up: committed {caught_up}, ends {ends}"
                     await asyncio.sleep(0.2)
+                # the last killed incarnation may have committed everything: the final worker must still be
+                # up (assigned, its windows restored, its signal handlers installed) before it is stopped
+                await wait_until(lambda: " restored " in log.read_text()[final_from:], 60, "the final worker's assignment")
                 rc, _ = w.terminate(30)
                 assert rc == 0, f"final worker exited with {rc}; see {log}"
                 await out.drain()  # let the collector read the last acknowledged records
