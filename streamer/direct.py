@@ -25,9 +25,8 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from streamer.broker import ensure_changelogs, ensure_topics
 from streamer.kafka_adapter import AiokafkaCommitter, client_kwargs, new_consumer, new_producer, position, stop_client
-from streamer.lane import Lane
+from streamer.lane import Lane, ensure_lane_topics
 from streamer.metrics import Metrics
 from streamer.pipeline import Pipeline
 from streamer.settings import Settings
@@ -55,10 +54,7 @@ class DirectEngine:
     async def run_once(self, stop: asyncio.Event, on_state: Callable[[str], None]) -> None:
         """One incarnation: until ``stop`` is set (drain, commit, return) or delivery breaks (raise)."""
         s = self.s
-        if s.create_topics:
-            outs = [s.scores_topic, s.alerts_topic, s.dead_letters_topic]
-            await ensure_topics(s.brokers, [lane.topic for lane in self.lanes.values()] + outs, s.partitions, s.kafka_security(), replication=s.replication_factor)
-            await ensure_changelogs(s.brokers, [(lane.topic, lane.changelog) for lane in self.lanes.values()], s.partitions, s.kafka_security(), s.replication_factor)
+        await ensure_lane_topics(s, self.lanes)
         self._rebalance_lock = asyncio.Lock()
         self._restore_error = None
         self.producer, self.consumer = new_producer(s), new_consumer(s)

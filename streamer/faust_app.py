@@ -53,12 +53,11 @@ from typing import Any, Iterable
 
 import faust
 
-from streamer.broker import ensure_changelogs, ensure_topics
 from streamer.faust_adapter import QuietMonitor, use_fetch_max_wait
 from streamer.kafka_adapter import MetadataProbe, client_kwargs
-from streamer.lane import build_lanes
+from streamer.lane import build_lanes, ensure_lane_topics
 from streamer.metrics import Metrics, MetricsServer
-from streamer.pipeline import Pipeline
+from streamer.pipeline import Pipeline, health
 from streamer.settings import ENV_PREFIX, Settings
 from streamer.sinks import DeliveryFailed, Sink
 from streamer.stats import LiveStats
@@ -99,7 +98,6 @@ class FaustEngine:
         self.metrics = Metrics()
         self.stats = LiveStats()
         self.lanes = build_lanes(s, self.metrics, noop_scorer)
-        self.metrics.init_series(self.lanes)
         self.executor = ThreadPoolExecutor(max_workers=max(1, s.inflight_batches), thread_name_prefix="scorer")
         self.unacked: dict[Any, deque] = {}  # tp -> deque[(offset, event)], in consumption order
         self.restoring: dict[Any, asyncio.Future] = {}
@@ -192,10 +190,7 @@ class FaustEngine:
         # aiokafka at DEBUG logs every message's key and value (account ids, amounts), and costs
         # ~10 us per output: pinned at ERROR whatever the worker's log level, as `streamer worker` does
         logging.getLogger("aiokafka").setLevel(logging.ERROR)
-        if s.create_topics:
-            outs = [s.scores_topic, s.alerts_topic, s.dead_letters_topic]
-            await ensure_topics(s.brokers, [lane.topic for lane in self.lanes.values()] + outs, s.partitions, s.kafka_security(), replication=s.replication_factor)
-            await ensure_changelogs(s.brokers, [(lane.topic, lane.changelog) for lane in self.lanes.values()], s.partitions, s.kafka_security(), s.replication_factor)
+        await ensure_lane_topics(s, self.lanes)
         self._probe = MetadataProbe(s)
         await self._probe.start()
         producer = self.app.producer
@@ -320,9 +315,7 @@ class FaustEngine:
                     self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - pos))
 
     def health(self) -> tuple[bool, str]:
-        if self.pipeline is None:
-            return False, f"not consuming: {self.state}"
-        return self.pipeline.health(self.state, self.s.health_stall_s)
+        return health(self.pipeline, self.state, self.s.health_stall_s)
 
 
 # ---------------------------------------------------------------- the importable app

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamer.batcher import MicroBatcher
+from streamer.broker import ensure_changelogs, ensure_topics
 from streamer.bundle import DEFAULT_BUNDLES, Bundle, load_bundle
 from streamer.intake import Intake, Item
 from streamer.metrics import Metrics
@@ -97,7 +98,8 @@ def lanes_config(settings: Settings) -> dict[str, tuple[str, str]]:
 
 
 def build_lanes(settings: Settings, metrics: Metrics, noop_scorer: bool = False) -> dict[str, Lane]:
-    """Load every configured bundle and its scorer (the expensive part of start-up, done once per process)."""
+    """Load every configured bundle and its scorer (the expensive part of start-up, done once per process),
+    and create the lanes' metric series."""
     s = settings
     lanes = {}
     for kind, (topic, bundle_dir) in lanes_config(s).items():
@@ -114,4 +116,14 @@ def build_lanes(settings: Settings, metrics: Metrics, noop_scorer: bool = False)
             metrics.provider_fallback.labels(kind, choice.requested, choice.metric_labels()["reason"]).inc()
         metrics.model_info.labels(kind, bundle.model_id, scorer.provider, scorer.precision).set(1)
         log.info("%s: model %s on %s (%s), window %d events / %ds", kind, bundle.model_id, scorer.provider, scorer.precision, intake.max_events, intake.max_age_ms // 1000)
+    metrics.init_series(lanes)
     return lanes
+
+
+async def ensure_lane_topics(s: Settings, lanes: dict[str, Lane]) -> None:
+    """Input and output topics, and each lane's changelog with its input's partition count (with ``create_topics``)."""
+    if not s.create_topics:
+        return
+    outs = [s.scores_topic, s.alerts_topic, s.dead_letters_topic]
+    await ensure_topics(s.brokers, [lane.topic for lane in lanes.values()] + outs, s.partitions, s.kafka_security(), replication=s.replication_factor)
+    await ensure_changelogs(s.brokers, [(lane.topic, lane.changelog) for lane in lanes.values()], s.partitions, s.kafka_security(), s.replication_factor)

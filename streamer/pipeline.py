@@ -170,14 +170,15 @@ class Pipeline:
         self.offsets.forget(list(revoked))
         self.assigned -= set(revoked)
 
-    # ---------------------------------------------------------------- health
-    def health(self, state: str, stall_s: float) -> tuple[bool, str]:
-        """Healthy while running, with a broker round trip and (when events wait) a publication within ``stall_s``."""
-        now = time.monotonic()
-        if state != "running":
-            return False, f"not consuming: {state}"
-        if now - self.last_roundtrip > stall_s:
-            return False, f"no broker round trip (commit) for {now - self.last_roundtrip:.0f}s"
-        if self.inflight and now - self.last_progress > stall_s:
-            return False, f"{self.inflight} events waiting, no batch published for {now - self.last_progress:.0f}s"
-        return True, "ok"
+
+def health(pipeline: Pipeline | None, state: str, stall_s: float) -> tuple[bool, str]:
+    """What /healthz answers for either engine: healthy while running, with a broker round trip and (when
+    events wait) a publication within ``stall_s``; the reason otherwise (``pipeline`` None: not started)."""
+    if pipeline is None or state != "running":
+        return False, f"not consuming: {state}"
+    now = time.monotonic()
+    if now - pipeline.last_roundtrip > stall_s:
+        return False, f"no broker round trip (commit) for {now - pipeline.last_roundtrip:.0f}s"
+    if pipeline.inflight and now - pipeline.last_progress > stall_s:
+        return False, f"{pipeline.inflight} events waiting, no batch published for {now - pipeline.last_progress:.0f}s"
+    return True, "ok"

@@ -29,7 +29,7 @@ from streamer.bundle import Bundle
 from streamer.direct import DirectEngine
 from streamer.lane import build_lanes
 from streamer.metrics import Metrics
-from streamer.pipeline import Pipeline
+from streamer.pipeline import Pipeline, health
 from streamer.settings import Settings
 from streamer.sinks import DeliveryFailed
 from streamer.stats import LiveStats
@@ -48,7 +48,6 @@ class Worker:
         self.stats = LiveStats()
         self._executor = ThreadPoolExecutor(max_workers=max(1, settings.inflight_batches), thread_name_prefix="scorer")
         self.lanes = build_lanes(settings, self.metrics, noop_scorer)
-        self.metrics.init_series(self.lanes)
         self.engine = DirectEngine(settings, self.lanes, self.metrics, self.stats, self._executor)
         self._stop: asyncio.Event | None = None  # created inside the running loop
         self._state = "starting"
@@ -66,9 +65,7 @@ class Worker:
     # ---------------------------------------------------------------- health
     def health(self) -> tuple[bool, str]:
         """Healthy while the worker can consume and score; the reason otherwise (for /healthz)."""
-        if self.pipeline is None:
-            return False, f"not consuming: {self._state}"
-        return self.pipeline.health(self._state, self.s.health_stall_s)
+        return health(self.pipeline, self._state, self.s.health_stall_s)
 
     def _set_state(self, state: str) -> None:
         self._state = state

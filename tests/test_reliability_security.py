@@ -121,13 +121,13 @@ def test_worker_gives_every_client_the_security_settings(certs, tiny_tx_bundle, 
         made.append(("ensure_topics", dict(security or {})))
 
     async def main():
-        from streamer import direct, kafka_adapter
+        from streamer import kafka_adapter, lane
         from streamer.state import restore
 
         monkeypatch.setattr(kafka_adapter, "AIOKafkaProducer", fake("producer", kafka_adapter.AIOKafkaProducer))
         monkeypatch.setattr(kafka_adapter, "AIOKafkaConsumer", fake("consumer", kafka_adapter.AIOKafkaConsumer))
         monkeypatch.setattr(restore, "AIOKafkaConsumer", fake("changelog reader", restore.AIOKafkaConsumer))
-        monkeypatch.setattr(direct, "ensure_topics", fake_ensure_topics)
+        monkeypatch.setattr(lane, "ensure_topics", fake_ensure_topics)
         from streamer import broker as broker_mod
 
         monkeypatch.setattr(broker_mod, "AIOKafkaAdminClient", fake("admin", broker_mod.AIOKafkaAdminClient))
