@@ -53,7 +53,7 @@ from typing import Any, Iterable
 
 import faust
 
-from streamer.faust_adapter import QuietMonitor, use_fetch_max_wait
+from streamer.faust_adapter import QuietMonitor, deliver_eagerly, resume_promptly, use_fetch_max_wait
 from streamer.kafka_adapter import MetadataProbe, client_kwargs
 from streamer.lane import build_lanes, ensure_lane_topics
 from streamer.metrics import Metrics, MetricsServer
@@ -153,6 +153,8 @@ class FaustEngine:
             producer_request_timeout=s.request_timeout_ms / 1000.0,
         )
         use_fetch_max_wait(app, s.fetch_max_wait_ms)
+        deliver_eagerly(app)
+        resume_promptly(app)
         take, within = max(s.max_batch * 4, 256), max(s.max_wait_ms, 1.0) / 1000.0
         for lane in self.lanes.values():
             topic = app.topic(lane.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
