@@ -75,7 +75,8 @@ MAX_PARTS = 4  # combinations of up to this many parts are tried
 PARSIMONY = 0.01  # AUPRC a larger combination must gain to be chosen over a smaller one
 
 
-def _calibrated(parts: Mapping[str, np.ndarray], use: Sequence[str]) -> dict[str, Any]:
+def calibrate_parts(parts: Mapping[str, np.ndarray], use: Sequence[str]) -> dict[str, Any]:
+    """A type's calibration from its normal readings' score parts: each used part's tail, then their sum's."""
     c = {k: calibration.fit(parts[k]) for k in use}
     c["combined"] = calibration.fit(sum(calibration.surprise(parts[k], c[k]) for k in use))
     return c
@@ -140,7 +141,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
         ys, ss = [], []
         for t in ts:
             if t in inj_by:
-                c = _calibrated(normal_by[t], use)
+                c = calibrate_parts(normal_by[t], use)
                 ys.append(y_by[t])
                 ss.append(-np.log10(combine(inj_by[t], c, use)))
         return auprc(np.concatenate(ys), np.concatenate(ss)) if ys else None
@@ -158,7 +159,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
         name = spec.types[t].name
         use = ["N"] if t in single else chosen
         types[name]["combine"] = use
-        types[name]["calibration"] = _calibrated(parts, use)
+        types[name]["calibration"] = calibrate_parts(parts, use)
         types[name]["alert_p"] = budgets[name]
         n = len(parts["D"])
         half = halves[norm_types == t] == 0
@@ -166,7 +167,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
             half = np.arange(n) < n // 2
         rates = []
         for fit_rows, check_rows in ((half, ~half), (~half, half)):
-            c = _calibrated({k: v[fit_rows] for k, v in parts.items()}, use)
+            c = calibrate_parts({k: v[fit_rows] for k, v in parts.items()}, use)
             p = combine({k: v[check_rows] for k, v in parts.items()}, c, use) * budget_scale(alert, budgets[name])
             rates.append(float(np.mean(calibration.to_score(p) >= alert)))
         cad = types[name]["cadence_ms"]
