@@ -160,18 +160,22 @@ class SensorScorer:
             p[rows] = combine({k: parts[k][rows] for k in PARTS}, self.calib[ti], self.use[ti]) * self.scale[ti]
         scores = calibration.to_score(p)
         details: list[Any] = [None] * len(inputs)
-        for row in np.nonzero(scores >= self.alert)[0]:
-            details[row] = self._detail(int(types[row]), a, parts, int(row))
+        alerts = np.nonzero(scores >= self.alert)[0]
+        for ti in np.unique(types[alerts]):
+            rows = alerts[types[alerts] == ti]
+            cal = self.calib[ti]  # each part's weight for all the type's alert rows at once: an alert storm stays cheap
+            weights = {k: calibration.surprise(parts[k][rows], cal[k]) for k in self.use[ti]}
+            for j, row in enumerate(rows):
+                details[row] = self._detail(int(ti), a, parts, int(row), {k: float(w[j]) for k, w in weights.items()})
         return Scored(scores, details, time.perf_counter() - t0)
 
-    def _detail(self, ti: int, a: Mapping[str, np.ndarray], parts: Mapping[str, np.ndarray], row: int) -> dict[str, Any]:
-        """What made this row unusual: the worst-predicted sensors and the part that weighed most."""
+    def _detail(self, ti: int, a: Mapping[str, np.ndarray], parts: Mapping[str, np.ndarray], row: int,
+                weights: Mapping[str, float]) -> dict[str, Any]:
+        """What made this row unusual: the worst-predicted sensors and the part that weighed most (``weights``)."""
         s = len(self.spec.types[ti].sensors)
         r = a["r"][row, :s]
         order = [int(k) for k in np.argsort(-np.abs(r))[:3] if abs(r[k]) >= REASON_SIGMA]
         worst = [(k, float(r[k]), self.predictors[ti][k]) for k in order]
-        cal = self.calib[ti]
-        weights = {k: float(calibration.surprise(parts[k][row : row + 1], cal[k])[0]) for k in self.use[ti]}
         lead = max(weights, key=weights.get)
         e = parts["e"][row, :s]
         detail: dict[str, Any] = {"worst": worst, "parts": {k: round(v, 2) for k, v in weights.items()}}
