@@ -55,6 +55,21 @@ def worker_cmd(broker: EmbeddedBroker, topics: dict[str, str], bundle: Path, **f
     return cmd
 
 
+def _running_in_group(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running (zombies waiting to be reaped do not count)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return True
+    return False
+
+
 class WorkerProcess:
     """One worker subprocess; its output goes to ``log`` (appended, shared by incarnations).
 
@@ -67,19 +82,33 @@ class WorkerProcess:
         self._fh = open(log, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.started = time.time()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._fh, stderr=subprocess.STDOUT, env=env)
+        # its own process group: a kill reaches the Faust engine's worker child as well as its supervisor
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._fh, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def kill(self) -> float:
-        """SIGKILL; returns the wall-clock time of the kill once the process is gone."""
-        self.proc.send_signal(signal.SIGKILL)
-        at = time.time()
-        self.proc.wait(10)
+        """SIGKILL to the worker's processes; returns a wall-clock time by which all of them were gone.
+
+        Every record this incarnation scored carries an earlier ``scored_at``. (Taking the
+        time when the signal was sent, as this did, let the Faust engine's worker child,
+        which dies with its supervisor a moment later, score events stamped after it.)
+        """
+        self._kill_group()
         self._fh.close()
-        return at
+        return time.time()
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _running_in_group(self.proc.pid):  # the group's other processes (a child the supervisor started)
+            assert time.monotonic() < deadline, f"worker process group {self.proc.pid} still running 10 s after SIGKILL"
+            time.sleep(0.01)
 
     def terminate(self, timeout: float) -> tuple[int | None, float]:
         """SIGTERM; returns (exit code or None if still running after ``timeout``, seconds it took)."""
@@ -107,8 +136,7 @@ class WorkerProcess:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
+            self._kill_group()
         if not self._fh.closed:
             self._fh.close()
 
