@@ -163,6 +163,20 @@ def _choose_shrinkage(train: np.ndarray, held: np.ndarray) -> tuple[float, dict[
     return best, scores
 
 
+def repeat_rates(per_asset: Mapping[str, np.ndarray]) -> list[float]:
+    """Per sensor, how often a reading exactly repeats the one before, in normal running.
+
+    Smoothed (half a repeat in, one pair more) so that a sensor never seen to repeat
+    gets a small chance rather than none.
+
+    >>> repeat_rates({"a": np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [4.0, 6.0]])})
+    [0.125, 0.625]
+    """
+    pairs = sum(max(len(x) - 1, 0) for x in per_asset.values())
+    same = sum((x[1:] == x[:-1]).sum(0) for x in per_asset.values() if len(x) > 1)
+    return [round((float(k) + 0.5) / (pairs + 1), 6) for k in np.broadcast_to(same, (next(iter(per_asset.values())).shape[1],))]
+
+
 def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WARMUP, window: int = enc.WINDOW["max_events"],
               existing: Mapping[str, Mapping[str, Any]] | None = None,
               adapt: int | Mapping[str, int] = 0) -> dict[str, dict[str, Any]]:
@@ -236,6 +250,7 @@ def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WAR
         t["shrinkage"] = lam
         t["shrinkage_heldout_loglik"] = lls
         t["relation_strength"] = round(relation_strength(t), 4)
+        t["repeat_p"] = repeat_rates(per_asset)
         out[name] = t
     return out
 

@@ -11,7 +11,9 @@ Four parts, each put on the scale of normal running for its asset type
 - ``Dbar``: ``D`` averaged over the window: a small offset that persists;
 - ``Rbar``: the largest per-sensor mean squared residual over the window: one
   sensor that has stopped following the others, though no single reading shows it;
-- ``S``: the longest run of exactly repeated readings ending now (a stuck sensor);
+- ``S``: the run of exactly repeated readings ending now, weighted per sensor by
+  how rarely that sensor repeats a reading in normal running (a stuck sensor;
+  ``streamer.encoding.sensors.repeat_weights``);
 - ``E``: the model's standardised error forecasting the newest reading from
   the ones before (mean over sensors): what the dynamics did not lead to expect;
 - ``logit``: the model's classifier, trained to tell injected faults from
@@ -74,11 +76,14 @@ def score_components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndar
     for t in range(rep.shape[1] - 1, 0, -1):
         alive = alive * rep[:, t]
         run += alive
+    weighted = run * a["repeat_weight"] if "repeat_weight" in a else run
+    stuck = np.argmax(weighted, axis=1)
     return {"D": a["d2"][:, -1].astype(np.float64),
             "R": (r * r).max(1).astype(np.float64),
             "Dbar": (a["d2"] * tm).sum(1) / steps,
             "Rbar": ((rw * rw) * tm[:, :, None]).sum(1).max(1) / steps,
-            "S": run.max(1),
+            "S": weighted.max(1),
+            "run": run[np.arange(len(run)), stuck],
             "E": (e * e).sum(1) / n,
             "logit": np.asarray(logit, dtype=np.float64),
             "N": a["nov"],
@@ -180,7 +185,7 @@ class SensorScorer:
         e = parts["e"][row, :s]
         detail: dict[str, Any] = {"worst": worst, "parts": {k: round(v, 2) for k, v in weights.items()}}
         if lead != "D" and lead in CAUSES:
-            detail["cause"] = CAUSES[lead].format(n=int(a["step_mask"][row].sum()), run=int(parts["S"][row]) + 1)
+            detail["cause"] = CAUSES[lead].format(n=int(a["step_mask"][row].sum()), run=int(parts["run"][row]) + 1)
         if lead == "E" or not worst:
             k = int(np.argmax(np.abs(e)))
             detail["forecast"] = (k, float(e[k]))

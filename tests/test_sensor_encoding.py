@@ -196,3 +196,36 @@ def test_window_parts_see_a_stuck_sensor_and_a_sensor_that_stopped_following():
     b2 = enc.stack([stream(broken)[-1][1], stream(normal_pump(18))[-1][1]], CARD)
     p2 = score_components(b2, zeros, b2["values"][:, -1, :, 0], np.zeros((2, 2)))
     assert p2["Rbar"][0] > 5 * p2["Rbar"][1]
+
+
+def test_a_stuck_sensor_counts_by_how_rarely_it_repeats_in_normal_running():
+    # flow is a coarse gauge that holds its value half the time; current changes every reading
+    card = {**CARD, "sensor_model": {**CARD["sensor_model"], "types": {
+        "pump": {**CARD["sensor_model"]["types"]["pump"], "repeat_p": [0.001, 0.5]}}}}
+    held = normal_pump(12)
+    stuck_gauge = held + [{"current": 10.0 + 0.1 * i, "flow": 104.0} for i in range(8)]  # flow: 7 repeats
+    stuck_current = held + [{"current": 11.0, "flow": 100.0 + i} for i in range(3)]  # current: 2 repeats
+    zeros = np.zeros(2)
+    b = enc.stack([stream(stuck_gauge, card=card)[-1][1], stream(stuck_current, card=card)[-1][1]], card)
+    parts = score_components(b, zeros, b["values"][:, -1, :, 0], np.zeros((2, 2)))
+    assert parts["S"][0] == pytest.approx(7 * math.log10(2), rel=1e-4)  # ~2.1 decades: ordinary for a gauge
+    assert parts["S"][1] == pytest.approx(2 * 3.0)  # 6 decades after only 2 repeats
+    assert parts["run"].tolist() == [7.0, 2.0]  # the reason still counts readings
+    # a card without repeat rates (bundles before 3.2.0) weighs every repeat 1, as before
+    plain = enc.stack([stream(stuck_gauge)[-1][1], stream(stuck_current)[-1][1]], CARD)
+    assert score_components(plain, zeros, plain["values"][:, -1, :, 0], np.zeros((2, 2)))["S"].tolist() == [7.0, 2.0]
+
+
+def test_repeat_rates_are_fitted_per_sensor_from_normal_running():
+    from models.sensor_fit import fit_types
+
+    rng = np.random.default_rng(1)
+    events = []
+    for i in range(400):
+        load = rng.normal()
+        events.append({"event_id": f"e{i}", "asset_id": "p1", "ts": T0 + i * 1000,
+                       "readings": {"current": 10 + load + 0.3 * rng.normal(), "setpoint": float(50 + 5 * (i // 10))}})
+    t = fit_types(events, warmup=32, window=8)
+    (fitted,) = t.values()
+    q = dict(zip(fitted["sensors"], fitted["repeat_p"]))
+    assert q["current"] < 0.01 and 0.85 < q["setpoint"] < 0.95  # the setpoint changes every tenth reading

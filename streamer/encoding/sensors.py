@@ -92,6 +92,7 @@ class AssetType:
     adapt: int = 0  # > 0: after the warm-up the baseline keeps following normal readings with this time constant
     rows: tuple = ()  # ``precision`` as nested tuples, for the per-event gate in pure Python
     novelty: bool = False  # one-sensor types: also the long-memory novelty of each reading (``novelty``)
+    repeat_weight: tuple[float, ...] = ()  # per sensor: -log10 of its normal chance to repeat a reading exactly
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def spec(card: Mapping[str, Any]) -> Spec:
         types.append(AssetType(name, i, sensors, tuple(map(float, t["mean"])), tuple(map(float, t["std"])),
                                tuple(map(float, t.get("between") or t["std"])), prec,
                                bool(t.get("own_scale", False)), int(t.get("adapt", 0)), tuple(map(tuple, prec.tolist())),
-                               bool(t.get("novelty", False))))
+                               bool(t.get("novelty", False)), repeat_weights(t.get("repeat_p"), len(sensors))))
     slots = dict(sm.get("slots") or {})
     out = Spec(f"{card.get('name', '?')}@{card.get('version', '?')}", int(sm.get("window", WINDOW["max_events"])),
                int(sm.get("warmup", DEFAULT_WARMUP)), tuple(types), {frozenset(t.sensors): t for t in types},
@@ -132,6 +133,25 @@ def spec(card: Mapping[str, Any]) -> Spec:
         _SPECS.clear()
     _SPECS[id(card)] = (card, out)
     return out
+
+
+def repeat_weights(repeat_p: Sequence[float] | None, n: int) -> tuple[float, ...]:
+    """Each sensor's weight per exactly repeated reading: ``-log10`` of how often it repeats in normal running.
+
+    A run of ``L`` repeats of a sensor that repeats with chance ``q`` has chance about
+    ``q**L`` in normal running, so ``L * weight`` is its surprise in decades: a stuck
+    sensor that normally changes every reading stands out after a few readings, one
+    that often holds its value (a setpoint, a coarse gauge) does not. A card without
+    repeat rates (bundles before 3.2.0) weighs every repeat 1, as those bundles did.
+
+    >>> repeat_weights([0.001, 0.5], 2)
+    (3.0, 0.30103)
+    >>> repeat_weights(None, 2)
+    (1.0, 1.0)
+    """
+    if not repeat_p or len(repeat_p) != n:
+        return (1.0,) * n
+    return tuple(round(-math.log10(min(max(float(q), 1e-6), 0.99)), 5) for q in repeat_p)
 
 
 def check_card(card: Mapping[str, Any]) -> str | None:
@@ -371,8 +391,9 @@ def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card
     ``sensor_mask`` [B, S], ``step_mask`` [B, T], ``step_stats`` [B, T, 2] (log1p of
     each step's Mahalanobis distance per sensor and of its largest squared
     residual: the relation statistics as the model sees them), plus ``d2`` [B, T]
-    (that distance), ``r`` [B, S] (the residuals at the newest step) and ``nov`` [B]
-    (the long-memory novelty of one-sensor types, 0 for the others).
+    (that distance), ``r`` [B, S] (the residuals at the newest step), ``nov`` [B]
+    (the long-memory novelty of one-sensor types, 0 for the others) and
+    ``repeat_weight`` [B, S] (:func:`repeat_weights`).
     """
     sp = spec(card)
     b = len(inputs)
@@ -384,6 +405,7 @@ def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card
     tmask = np.zeros((b, steps), dtype=np.float32)
     d2 = np.zeros((b, steps), dtype=np.float32)
     r2 = np.zeros((b, steps), dtype=np.float32)
+    rw = np.zeros((b, width), dtype=np.float64)
     by_type: dict[int, list[int]] = {}
     for row, (ti, _, _, valid, _) in enumerate(inputs):
         by_type.setdefault(ti, []).append(row)
@@ -401,11 +423,12 @@ def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card
         r2[rows] = np.max(rr * rr, axis=2)
         ids[rows, :s] = [sp.slots.get(n, 0) for n in t.sensors]
         smask[rows, :s] = 1.0
+        rw[rows, :s] = t.repeat_weight or (1.0,) * s
     values[:, :, :, 2] *= np.concatenate([np.zeros((b, 1)), tmask[:, :-1]], 1)[:, :, None] * tmask[:, :, None]
     stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
     return {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
             "step_stats": stats.astype(np.float32), "d2": d2, "r": values[:, -1, :, 1].copy(),
-            "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64)}
+            "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64), "repeat_weight": rw}
 
 
 def reasons(feats: Features, detail: Mapping[str, Any] | None = None, limit: int = 4) -> list[str]:
