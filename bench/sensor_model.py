@@ -96,7 +96,7 @@ def eight_sensor_bundle(base_dir: str):
             parts.setdefault(k, []).append(v)
     joined = {k: np.concatenate(v) for k, v in parts.items()}
     for t in types.values():
-        t["calibration"] = calibrate_parts(joined, t["combine"])
+        t["calibration"] = calibrate_parts(joined, t["combine"], len(t["sensors"]))
     return b
 
 

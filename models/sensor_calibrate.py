@@ -12,6 +12,7 @@ threshold gives on held-out normal rows it was not fitted on.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
@@ -75,11 +76,33 @@ MAX_PARTS = 4  # combinations of up to this many parts are tried
 PARSIMONY = 0.01  # AUPRC a larger combination must gain to be chosen over a smaller one
 
 
-def calibrate_parts(parts: Mapping[str, np.ndarray], use: Sequence[str]) -> dict[str, Any]:
-    """A type's calibration from its normal readings' score parts: each used part's tail, then their sum's."""
+def calibrate_parts(parts: Mapping[str, np.ndarray], use: Sequence[str], sensors: int = 1) -> dict[str, Any]:
+    """A type's calibration from its normal readings' score parts: each used part's tail, then their sum's.
+
+    ``S`` of a type whose normal readings never repeated has no empirical tail (every
+    value 0: any repeat would be "impossible" and score 1.0). Its tail then follows
+    the repeat model ``S`` is built on (:func:`repeat_tail`), so one coincidental
+    repeat is as rare as the sensors' repeat rates say, not an alarm.
+
+    >>> c = calibrate_parts({"S": np.zeros(3000), "R": np.linspace(0, 9, 3000)}, ["R", "S"], sensors=8)
+    >>> round(float(calibration.surprise(np.array([3.91]), c["S"])[0]), 2)  # one repeat, q ~ 1.2e-4: ~1e-3
+    6.92
+    """
     c = {k: calibration.fit(parts[k]) for k in use}
+    if "S" in c and c["S"]["s_u"] <= 0:
+        c["S"] = repeat_tail(c["S"], sensors)
     c["combined"] = calibration.fit(sum(calibration.surprise(parts[k], c[k]) for k in use))
     return c
+
+
+def repeat_tail(cal: Mapping[str, Any], sensors: int) -> dict[str, Any]:
+    """``S``'s tail from the repeat model: P(S >= x) ~ sensors * 10**-x (``S`` is a run's -log10 chance per sensor).
+
+    >>> t = repeat_tail(calibration.fit(np.zeros(100)), 8)
+    >>> [round(float(v), 4) for v in calibration.survival(np.array([0.0, 3.0, 4.0]), t)]
+    [1.0, 0.008, 0.0008]
+    """
+    return {**cal, "u": 0.0, "s_u": 1.0, "start": math.log10(max(sensors, 1)), "shape": 0.0, "scale": 1.0 / math.log(10.0)}
 
 
 def _choose(table: Mapping[str, float | None], fallback: str) -> str:
@@ -141,7 +164,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
         ys, ss = [], []
         for t in ts:
             if t in inj_by:
-                c = calibrate_parts(normal_by[t], use)
+                c = calibrate_parts(normal_by[t], use, len(spec.types[t].sensors))
                 ys.append(y_by[t])
                 ss.append(-np.log10(combine(inj_by[t], c, use)))
         return auprc(np.concatenate(ys), np.concatenate(ss)) if ys else None
@@ -159,7 +182,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
         name = spec.types[t].name
         use = ["N"] if t in single else chosen
         types[name]["combine"] = use
-        types[name]["calibration"] = calibrate_parts(parts, use)
+        types[name]["calibration"] = calibrate_parts(parts, use, len(spec.types[t].sensors))
         types[name]["alert_p"] = budgets[name]
         n = len(parts["D"])
         half = halves[norm_types == t] == 0
@@ -167,7 +190,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
             half = np.arange(n) < n // 2
         rates = []
         for fit_rows, check_rows in ((half, ~half), (~half, half)):
-            c = calibrate_parts({k: v[fit_rows] for k, v in parts.items()}, use)
+            c = calibrate_parts({k: v[fit_rows] for k, v in parts.items()}, use, len(spec.types[t].sensors))
             p = combine({k: v[check_rows] for k, v in parts.items()}, c, use) * budget_scale(alert, budgets[name])
             rates.append(float(np.mean(calibration.to_score(p) >= alert)))
         cad = types[name]["cadence_ms"]
