@@ -22,10 +22,23 @@ def _consumer() -> tuple[faust.App, object]:
     return app, app.consumer
 
 
+def _eager() -> object:
+    """A Faust consumer whose deliveries go through ``deliver_eagerly``."""
+    _, consumer = _consumer()
+    deliver_eagerly(consumer.app)
+    return consumer
+
+
+async def _delivering(consumer: object, deliver: object) -> asyncio.Future:
+    """Faust's fetch loop handing one message to ``deliver``; returned once the delivery had time to block."""
+    waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.05)
+    return waiting
+
+
 def test_a_delivery_that_does_not_block_finishes_in_place_and_the_flow_wait_is_never_started():
     async def main() -> None:
-        _, consumer = _consumer()
-        deliver_eagerly(consumer.app)
+        consumer = _eager()
         delivered: list[int] = []
 
         async def deliver() -> str:
@@ -45,8 +58,7 @@ def test_a_delivery_that_does_not_block_finishes_in_place_and_the_flow_wait_is_n
 
 def test_a_delivery_that_blocks_finishes_through_faust_wait_first():
     async def main() -> None:
-        _, consumer = _consumer()
-        deliver_eagerly(consumer.app)
+        consumer = _eager()
         space = asyncio.Event()
         steps: list[str] = []
 
@@ -56,8 +68,7 @@ def test_a_delivery_that_blocks_finishes_through_faust_wait_first():
             steps.append("put")
             return "done"
 
-        waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
-        await asyncio.sleep(0.05)
+        waiting = await _delivering(consumer, deliver)
         assert steps == ["started"] and not waiting.done()
         space.set()
         result = await asyncio.wait_for(waiting, 2)
@@ -68,14 +79,12 @@ def test_a_delivery_that_blocks_finishes_through_faust_wait_first():
 
 def test_a_blocked_delivery_gives_way_when_flow_is_suspended():
     async def main() -> None:
-        _, consumer = _consumer()
-        deliver_eagerly(consumer.app)
+        consumer = _eager()
 
         async def deliver() -> None:
             await asyncio.Event().wait()  # never gets space
 
-        waiting = asyncio.ensure_future(consumer.wait_first(deliver(), consumer.suspend_flow.wait()))
-        await asyncio.sleep(0.05)
+        waiting = await _delivering(consumer, deliver)
         consumer.suspend_flow.set()  # a rebalance begins
         result = await asyncio.wait_for(waiting, 2)
         assert result.results == [True] and len(result.done) == 1  # the flow wait won, as in Faust
@@ -85,8 +94,7 @@ def test_a_blocked_delivery_gives_way_when_flow_is_suspended():
 
 def test_a_delivery_that_raises_raises_and_closes_the_other_waits():
     async def main() -> None:
-        _, consumer = _consumer()
-        deliver_eagerly(consumer.app)
+        consumer = _eager()
 
         async def deliver() -> None:
             raise ValueError("bad message")
@@ -120,26 +128,29 @@ def test_eager_wait_first_leaves_timeouts_and_non_coroutines_to_faust():
     assert calls == [(2, 1.0), (1, None)]
 
 
-def _paused(consumer: object, tp: object) -> list[float]:
-    """Every partition paused (its stream buffer full); Faust's fetch step replaced by a recorder."""
+def _fetching(paused: bool = True) -> tuple[object, object, list[float]]:
+    """A consumer with ``resume_promptly`` and one partition, paused (its stream buffer full) or active.
+
+    Faust's own fetch step is replaced by a recorder (the consumer is never started).
+    """
+    _, consumer = _consumer()
+    tp = faust.types.TP("in", 0)
     fetched: list[float] = []
 
     async def fetch(timeout: float):
         fetched.append(timeout)
         return {"records": True}, consumer._get_active_partitions()
 
-    consumer._active_partitions = set()
-    consumer._buffered_partitions = {tp}
+    consumer._active_partitions = set() if paused else {tp}
+    consumer._buffered_partitions = {tp} if paused else set()
     consumer._wait_next_records = fetch
-    return fetched
+    resume_promptly(consumer.app)
+    return consumer, tp, fetched
 
 
 def test_fetching_resumes_as_soon_as_a_paused_partition_drains():
     async def main() -> None:
-        _, consumer = _consumer()
-        tp = faust.types.TP("in", 0)
-        fetched = _paused(consumer, tp)
-        resume_promptly(consumer.app)
+        consumer, tp, fetched = _fetching()
         started = time.monotonic()
         waiting = asyncio.ensure_future(consumer._wait_next_records(1.0))
         await asyncio.sleep(0.05)
@@ -154,10 +165,7 @@ def test_fetching_resumes_as_soon_as_a_paused_partition_drains():
 
 def test_a_fetch_with_every_partition_still_paused_returns_nothing_after_its_timeout():
     async def main() -> None:
-        _, consumer = _consumer()
-        tp = faust.types.TP("in", 0)
-        fetched = _paused(consumer, tp)
-        resume_promptly(consumer.app)
+        consumer, tp, fetched = _fetching()
         started = time.monotonic()
         assert await consumer._wait_next_records(0.2) == ({}, set())
         assert 0.15 < time.monotonic() - started < 1.0 and fetched == []
@@ -167,12 +175,7 @@ def test_a_fetch_with_every_partition_still_paused_returns_nothing_after_its_tim
 
 def test_a_fetch_with_active_partitions_goes_straight_to_faust():
     async def main() -> None:
-        _, consumer = _consumer()
-        tp = faust.types.TP("in", 0)
-        fetched = _paused(consumer, tp)
-        consumer._active_partitions = {tp}
-        consumer._buffered_partitions = set()
-        resume_promptly(consumer.app)
+        consumer, tp, fetched = _fetching(paused=False)
         assert await consumer._wait_next_records(1.0) == ({"records": True}, {tp})
         assert fetched == [1.0]
 
