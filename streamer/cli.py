@@ -20,7 +20,9 @@ BROKERS_HELP = "Kafka bootstrap servers HOST:PORT[,...] [env STREAMER_BROKERS; d
 
 def _setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    from streamer.kafka_adapter import quiet_client_logs
+
+    quiet_client_logs()
 
 
 def _brokers(args: argparse.Namespace) -> str:

@@ -101,17 +101,13 @@ async def eager_wait_first(wait_first: Any, *coros: Any, timeout: Any = None) ->
     except BaseException:
         _close(others)
         raise
-    return await wait_first(_finish(first, yielded), *others, timeout=None)
+    return await wait_first(_Resume(first, yielded), *others, timeout=None)
 
 
 def _close(waitables: tuple[Any, ...]) -> None:
     for waitable in waitables:
         if inspect.iscoroutine(waitable):
             waitable.close()
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _Resume(coro, yielded)
 
 
 class _Resume(Awaitable[Any]):

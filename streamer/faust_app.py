@@ -54,7 +54,7 @@ from typing import Any, Iterable
 import faust
 
 from streamer.faust_adapter import QuietMonitor, deliver_eagerly, resume_promptly, use_fetch_max_wait
-from streamer.kafka_adapter import MetadataProbe, client_kwargs
+from streamer.kafka_adapter import MetadataProbe, client_kwargs, quiet_client_logs
 from streamer.lane import build_lanes, ensure_lane_topics
 from streamer.metrics import Metrics, MetricsServer
 from streamer.pipeline import Pipeline, health
@@ -189,9 +189,7 @@ class FaustEngine:
         """App task: topics, the pipeline on Faust's producer, and the checkpoint loop."""
         s = self.s
         self._on_worker_init()
-        # aiokafka at DEBUG logs every message's key and value (account ids, amounts), and costs
-        # ~10 us per output: pinned at ERROR whatever the worker's log level, as `streamer worker` does
-        logging.getLogger("aiokafka").setLevel(logging.ERROR)
+        quiet_client_logs()  # also under `faust -A streamer.faust_app worker`, which never runs the CLI's set-up
         await ensure_lane_topics(s, self.lanes)
         self._probe = MetadataProbe(s)
         await self._probe.start()

@@ -423,7 +423,7 @@ def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card
         r2[rows] = np.max(rr * rr, axis=2)
         ids[rows, :s] = [sp.slots.get(n, 0) for n in t.sensors]
         smask[rows, :s] = 1.0
-        rw[rows, :s] = t.repeat_weight or (1.0,) * s
+        rw[rows, :s] = t.repeat_weight
     values[:, :, :, 2] *= np.concatenate([np.zeros((b, 1)), tmask[:, :-1]], 1)[:, :, None] * tmask[:, :, None]
     stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
     return {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
