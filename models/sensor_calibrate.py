@@ -132,7 +132,7 @@ def network_candidates(types: Mapping[str, Mapping[str, Any]], names: Sequence[s
 
 def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal: sd.Encoded,
               val_injected: Mapping[str, np.ndarray], injected: sd.Encoded, budgets: Mapping[str, float],
-              halves: np.ndarray | None = None, log: Log = _log, ignore: np.ndarray | None = None) -> dict[str, Any]:
+              halves: np.ndarray | None = None, log: Log = _log) -> dict[str, Any]:
     """The parts to combine, each type's calibration and alert budget; returns the report.
 
     ``val_normal``/``val_injected``: the model's outputs (``sensor_train.outputs``) on the
@@ -143,8 +143,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     0.2 AUPRC on the generator's own faults of the test fleets); a one-sensor type is judged
     by its novelty N. The false-alarm rate of the alert threshold is measured on each half of
     the type's held-out normal rows (``halves``, 0/1 per row of ``normal``) with the
-    calibration fitted on the other half. ``ignore`` (per row of ``injected``) marks normal rows
-    left out of every AUPRC: those whose window still holds a fault (``sensor_pipeline.after_fault``).
+    calibration fitted on the other half.
     """
     spec = enc.spec(card)
     types = card["sensor_model"]["types"]
@@ -153,9 +152,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     inj_types = np.asarray([i[0] for i in injected.inputs])
     norm_types = np.asarray([i[0] for i in normal.inputs])
     halves = np.asarray(halves) if halves is not None else (np.arange(len(norm_types)) % 2)
-    keep = ~np.asarray(ignore, dtype=bool) if ignore is not None else np.ones(len(inj_types), dtype=bool)
-    inj_by = {t: {k: v[keep[inj_types == t]] for k, v in parts.items()} for t, parts in inj_by.items()}
-    y_by = {t: np.asarray(injected.labels)[(inj_types == t) & keep] for t in inj_by}
+    y_by = {t: np.asarray(injected.labels)[inj_types == t] for t in inj_by}
     for t, parts in normal_by.items():
         if len(parts["D"]) < MIN_CALIBRATION:
             raise fit.FitError(f"asset type {spec.types[t].name!r}: {len(parts['D'])} held-out normal readings; need "

@@ -25,7 +25,7 @@ def synth(n: int, seed: int, fault_rate: float = 0.0, drift: float = 0.0, n_asse
 
 RECIPE: dict[str, Any] = {
     "kind": KIND,
-    "version": "3.3.0",  # 3: sensor-v5, the asset's window as numbers with a relation model per type; 3.1: sensor-v6 (novelty v6 for one-sensor types); 3.2: S weighted by each sensor's normal repeat rate; 3.3: parts chosen with subtle faults too and without the rows a fault lingers in
+    "version": "3.2.0",  # 3: sensor-v5, the asset's window as numbers with a relation model per type; 3.1: sensor-v6 (novelty v6 for one-sensor types); 3.2: S weighted by each sensor's normal repeat rate
     "preset": "default",
     "window": 16,
     "warmup": 128,
