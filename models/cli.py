@@ -95,9 +95,9 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
             card = fine_tune_sensor(args.bundle, args.train, args.out, val_fraction=args.val_fraction, seed=args.seed,
                                     threads=args.threads, progress=not args.quiet, command=_command_line(),
                                     warmup_readings=args.warmup, false_alarms_per_day=args.false_alarms_per_day,
-                                    fault_rate=args.fault_rate, resume=args.resume, **given)
+                                    fault_rate=args.fault_rate, resume=args.resume, parts=args.parts, **given)
             v = card["metrics"]["validation"]
-            print(json.dumps({"combine": v["combine"], "false_alarms": v["false_alarms"],
+            print(json.dumps({"combine": v["combine"], "chosen_by": v.get("chosen_by"), "false_alarms": v["false_alarms"],
                               "held_out_injected": {k: {m: d.get(m) for m in ("auprc", "roc_auc", "f1", "fpr")}
                                                     for k, d in card["metrics"]["held_out_injected"].items()
                                                     if isinstance(d, dict) and "auprc" in d}}, indent=2))
@@ -239,6 +239,11 @@ def register(subparsers: Any) -> None:
                    help="sensors: the alert threshold's budget of false alarms per asset-day on normal running")
     p.add_argument("--fault-rate", type=float, default=0.08,
                    help="sensors: share of readings given an injected fault for the contrastive stage")
+    p.add_argument("--parts", default=None,
+                   help="sensors: the score's parts for multi-sensor types instead of the automatic choice, "
+                        "comma-separated from D,R,Dbar,Rbar,S,E,logit (e.g. R,Rbar,S: Rbar sees a small offset "
+                        "that lasts; it can raise false alarms where sensors lag each other). The report still "
+                        "scores every combination")
     p.add_argument("--resume", default=None, help="sensors: continue an interrupted run from its OUT/.train")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (merged before export) instead of all weights")
     _add_lora_flags(p)

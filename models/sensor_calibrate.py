@@ -105,6 +105,25 @@ def repeat_tail(cal: Mapping[str, Any], sensors: int) -> dict[str, Any]:
     return {**cal, "u": 0.0, "s_u": 1.0, "start": math.log10(max(sensors, 1)), "shape": 0.0, "scale": 1.0 / math.log(10.0)}
 
 
+def check_parts(parts: str | Sequence[str]) -> tuple[str, ...]:
+    """An operator's combination of parts for the multi-sensor types (``--parts``), checked before a long run.
+
+    >>> check_parts("R,Rbar,S")
+    ('R', 'Rbar', 'S')
+    >>> check_parts("R,rbar")
+    Traceback (most recent call last):
+    ...
+    ValueError: --parts: unknown part 'rbar'; choose from D, R, Dbar, Rbar, S, E, logit (comma-separated, e.g. R,Rbar,S)
+    """
+    names = [p.strip() for p in (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
+    for p in names:
+        if p not in MODEL_PARTS:
+            raise ValueError(f"--parts: unknown part {p!r}; choose from {', '.join(MODEL_PARTS)} (comma-separated, e.g. R,Rbar,S)")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"--parts: {list(names)}: give each part once, at least one")
+    return tuple(names)
+
+
 def _choose(table: Mapping[str, float | None], fallback: str) -> str:
     """The fewest parts within ``PARSIMONY`` of the best AUPRC: a part must earn its place."""
     scored = [(k, v) for k, v in table.items() if v is not None]
@@ -132,7 +151,7 @@ def network_candidates(types: Mapping[str, Mapping[str, Any]], names: Sequence[s
 
 def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal: sd.Encoded,
               val_injected: Mapping[str, np.ndarray], injected: sd.Encoded, budgets: Mapping[str, float],
-              halves: np.ndarray | None = None, log: Log = _log) -> dict[str, Any]:
+              halves: np.ndarray | None = None, log: Log = _log, operator_parts: Sequence[str] | None = None) -> dict[str, Any]:
     """The parts to combine, each type's calibration and alert budget; returns the report.
 
     ``val_normal``/``val_injected``: the model's outputs (``sensor_train.outputs``) on the
@@ -143,7 +162,9 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     0.2 AUPRC on the generator's own faults of the test fleets); a one-sensor type is judged
     by its novelty N. The false-alarm rate of the alert threshold is measured on each half of
     the type's held-out normal rows (``halves``, 0/1 per row of ``normal``) with the
-    calibration fitted on the other half.
+    calibration fitted on the other half. ``operator_parts`` (an operator's choice, :func:`check_parts`)
+    replaces the automatic choice for the multi-sensor types; every combination is still scored for
+    the report, and the operator's too.
     """
     spec = enc.spec(card)
     types = card["sensor_model"]["types"]
@@ -174,9 +195,16 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     if multi:
         for use in (c for r in range(1, MAX_PARTS + 1) for c in itertools.combinations(candidates, r)):
             table["+".join(use)] = pooled(multi, use)
-    chosen = _choose(table, "D+R").split("+")
+    automatic = _choose(table, "D+R")
+    chosen = list(check_parts(operator_parts)) if operator_parts else automatic.split("+")
+    if multi and "+".join(chosen) not in table:
+        table["+".join(chosen)] = pooled(multi, chosen)
     report: dict[str, Any] = {"combine": chosen if multi else None, "auprc_on_injected_by_parts": table,
-                              "candidates": list(candidates), "types": {}, "false_alarms": {}}
+                              "candidates": list(candidates), "types": {}, "false_alarms": {},
+                              "chosen_by": "operator (--parts)" if operator_parts else "automatic",
+                              "automatic": automatic if multi else None}
+    if operator_parts and multi:
+        log(f"calibration: parts {'+'.join(chosen)} as given (--parts; the automatic choice would be {automatic})")
     alert = thresholds()["alert"]
     for t, parts in sorted(normal_by.items()):
         name = spec.types[t].name

@@ -35,7 +35,7 @@ from models import sensor_data as sd
 from models import sensor_fit as fit
 from models import sensor_recipe as sr
 from models.pipeline import Log, _log, _round
-from models.sensor_calibrate import alert_budget, auprc, calibrate, thresholds
+from models.sensor_calibrate import alert_budget, auprc, calibrate, check_parts, thresholds
 from models.sensor_evaluate import baseline_report, metrics, score_encoded
 from streamer.encoding import sensors as enc
 
@@ -167,7 +167,8 @@ def _new_rows_from_trained(model: Any, slots: Mapping[str, int], trained: set[in
 
 def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_events: list[dict[str, Any]], *,
                model: Any, cfg: Any, inject: Mapping[str, Any], false_alarms_per_day: float, out: Path,
-               resume: str | Path | None, log: Log) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+               resume: str | Path | None, log: Log, parts: Sequence[str] | None = None
+               ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Encode, train, calibrate: the steps build and fine-tune share. Returns (training summary, calibration report, sets)."""
     from models import sensor_train as st
     from streamer.synth.sensors import inject_faults
@@ -198,7 +199,7 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
     budgets = {n: alert_budget(types[n]["cadence_ms"], false_alarms_per_day) for n in types}
     halves = np.asarray([e.get("_half", 0) for e in stream if e.get("_held")])
     report = calibrate(card, st.outputs(model, held_n, card), held_n, st.outputs(model, held_i, card), held_i, budgets,
-                       halves, log)
+                       halves, log, operator_parts=parts)
     return summary, report, {"held_injected": held_i, "held_injected_events": [e for e in held_inj_events if e.get("_held")],
                              "held_normal": held_n,
                              "budgets": budgets, "train_rows": len(train_n)}
@@ -386,8 +387,14 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
                      threads: int = 0, progress: bool = True, version_suffix: str = "ft", command: str | None = None,
                      warmup_readings: int | None = None, false_alarms_per_day: float = 1.0,
                      resume: str | Path | None = None, variants: Sequence[str] = ("fp16", "int8"),
-                     measure_speed: bool = True, baselines: bool = True, log: Log = _log, **_: Any) -> dict[str, Any]:
-    """Adapt the base sensor bundle to a user's normal-only readings (asset types and sensor names may be new)."""
+                     measure_speed: bool = True, baselines: bool = True, parts: str | Sequence[str] | None = None,
+                     log: Log = _log, **_: Any) -> dict[str, Any]:
+    """Adapt the base sensor bundle to a user's normal-only readings (asset types and sensor names may be new).
+
+    ``parts`` (``--parts R,Rbar,S``) sets the score's parts for the multi-sensor types instead of the
+    automatic choice: for an operator who knows the faults to expect (a lasting small offset is seen
+    by the window parts, which the automatic choice can leave out; see docs/model-card.md).
+    """
     from models.bundle import CHECKPOINT_DIR, git_commit, read_card
     from models.dataset import DataError
     from models.sensor_model import architecture
@@ -395,6 +402,7 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
     from models.train import resolve_threads
 
     t_start = time.perf_counter()
+    parts = check_parts(parts) if parts else None  # before the long run
     threads = resolve_threads(threads)
     base = read_card(bundle)
     if base.get("kind") != "sensor" or base.get("encoding_version") != enc.ENCODING_VERSION:
@@ -426,14 +434,15 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
     try:
         summary, report, sets = _fit_model(card, train_ev, held_ev, model=model, cfg=cfg,
                                            inject={"seed": seed + 11, "fault_rate": fault_rate},
-                                           false_alarms_per_day=false_alarms_per_day, out=out, resume=resume, log=log)
+                                           false_alarms_per_day=false_alarms_per_day, out=out, resume=resume, log=log,
+                                           parts=parts)
     except fit.FitError as exc:
         raise DataError(f"{train_path}: {exc}") from None
     card["architecture"] = {**architecture(model), "init": f"fine-tuned from {base['name']}@{base['version']}"}
     card["training"] = {"base": f"{base['name']}@{base['version']}", "data": str(train_path), "summary": summary,
                         "seed": seed, "threads": threads, "command": command, "new_sensors": new_names,
                         "commit": git_commit(Path(__file__).resolve().parent.parent), "validation_fraction": val_fraction,
-                        "false_alarms_per_day": false_alarms_per_day, "inject": {"seed": seed + 11, "fault_rate": fault_rate},
+                        "false_alarms_per_day": false_alarms_per_day, "parts": list(parts) if parts else None, "inject": {"seed": seed + 11, "fault_rate": fault_rate},
                         "rows": {"train": sets["train_rows"], "held_out": len(sets["held_normal"])}}
     held_i = sets["held_injected"]
     card["metrics"] = {"validation": report, "base_metrics": {"note": f"metrics of the base bundle {base['name']}@{base['version']}",

@@ -239,6 +239,32 @@ def test_fine_tuned_bundle_scores_a_relation_fault_and_says_which_sensor(fine_tu
     assert np.mean(scores[:128] >= b.alert_threshold) < 0.02  # no alert storm while the new asset warms up
 
 
+def test_fine_tune_with_the_operators_parts_catches_a_small_offset_that_lasts(tiny_base, fine_tuned, tmp_path):
+    """``--parts R,Rbar``: the window part sees a lasting offset a few noise σ off the relation, reading after reading."""
+    from models.sensor_pipeline import fine_tune_sensor
+    from streamer.intake import Intake
+    from streamer.scorer import make_scorer
+
+    _, train = fine_tuned
+    with pytest.raises(ValueError, match="unknown part 'rbar'"):  # refused before the long run
+        fine_tune_sensor(tiny_base, train, tmp_path / "bad", parts="R,rbar", log=lambda m: None)
+    out = tmp_path / "mill-rbar"
+    fine_tune_sensor(tiny_base, train, out, steps=40, threads=1, progress=False, variants=(), parts="R,Rbar",
+                     measure_speed=False, baselines=False, log=lambda m: None)
+    b = load_bundle(out)
+    v = b.card["metrics"]["validation"]
+    assert b.card["sensor_model"]["types"]["mill"]["combine"] == ["R", "Rbar"] == v["combine"]
+    assert v["chosen_by"] == "operator (--parts)" and v["automatic"] and v["auprc_on_injected_by_parts"]["R+Rbar"]
+    assert b.card["training"]["parts"] == ["R", "Rbar"]
+    evs = mill(600, 1, seed=11)
+    for e in evs[300:500]:  # motor current 0.2 A high for the same speed: ~3.5 σ of what speed predicts
+        e["readings"]["motor_a"] = round(e["readings"]["motor_a"] + 0.2, 4)
+    scorer, intake = make_scorer(b, "cpu", "fp32", 1), Intake(b)
+    items = [intake.accept("t", 0, i, orjson.dumps({**e, "asset_id": "mill-offset"})) for i, e in enumerate(evs)]
+    alerts = scorer.score_batch([it.inputs for it in items]).scores >= b.alert_threshold
+    assert alerts[316:500].mean() > 0.8, alerts[316:500].mean()
+
+
 def test_fine_tune_refuses_bad_normal_data_naming_the_row(tiny_base, tmp_path):
     from models.dataset import DataError
     from models.sensor_pipeline import fine_tune_sensor
