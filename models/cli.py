@@ -104,6 +104,9 @@ def cmd_fine_tune(args: argparse.Namespace) -> int:
             return 0
         from models.finetune import fine_tune_labelled
 
+        if args.parts:
+            print("--parts applies to sensor bundles; a token model's score is its classifier", file=sys.stderr)
+            return 2
         lora = _lora(args) if args.lora else None
         card = fine_tune_labelled(args.bundle, args.train, args.out, val_fraction=args.val_fraction, lora=lora,
                                   seed=args.seed, threads=args.threads, progress=not args.quiet,

@@ -245,9 +245,16 @@ def test_fine_tune_with_the_operators_parts_catches_a_small_offset_that_lasts(ti
     from streamer.intake import Intake
     from streamer.scorer import make_scorer
 
+    from models.cli import main as model_cli
+
     _, train = fine_tuned
     with pytest.raises(ValueError, match="unknown part 'rbar'"):  # refused before the long run
         fine_tune_sensor(tiny_base, train, tmp_path / "bad", parts="R,rbar", log=lambda m: None)
+    assert model_cli(["fine-tune", "--bundle", str(tiny_base), "--train", str(train), "--out", str(tmp_path / "bad"),
+                      "--parts", "R,Q"]) == 2 and not (tmp_path / "bad").exists()
+    token_bundle = str(DEFAULT_BUNDLES["transaction"])
+    assert model_cli(["fine-tune", "--bundle", token_bundle, "--train", str(train), "--out", str(tmp_path / "bad"),
+                      "--parts", "R"]) == 2
     out = tmp_path / "mill-rbar"
     fine_tune_sensor(tiny_base, train, out, steps=40, threads=1, progress=False, variants=(), parts="R,Rbar",
                      measure_speed=False, baselines=False, log=lambda m: None)
