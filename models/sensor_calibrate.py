@@ -201,10 +201,13 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
         table["+".join(chosen)] = pooled(multi, chosen)
     report: dict[str, Any] = {"combine": chosen if multi else None, "auprc_on_injected_by_parts": table,
                               "candidates": list(candidates), "types": {}, "false_alarms": {},
-                              "chosen_by": "operator (--parts)" if operator_parts else "automatic",
+                              "chosen_by": "operator (--parts)" if operator_parts and multi else "automatic",
                               "automatic": automatic if multi else None}
     if operator_parts and multi:
         log(f"calibration: parts {'+'.join(chosen)} as given (--parts; the automatic choice would be {automatic})")
+    elif operator_parts:
+        log("calibration: --parts ignored: it sets the parts of multi-sensor types, and there is none "
+            "(one-sensor types are judged by their novelty N)")
     alert = thresholds()["alert"]
     for t, parts in sorted(normal_by.items()):
         name = spec.types[t].name

@@ -442,7 +442,8 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
     card["training"] = {"base": f"{base['name']}@{base['version']}", "data": str(train_path), "summary": summary,
                         "seed": seed, "threads": threads, "command": command, "new_sensors": new_names,
                         "commit": git_commit(Path(__file__).resolve().parent.parent), "validation_fraction": val_fraction,
-                        "false_alarms_per_day": false_alarms_per_day, "parts": list(parts) if parts else None, "inject": {"seed": seed + 11, "fault_rate": fault_rate},
+                        "false_alarms_per_day": false_alarms_per_day, "parts": list(parts) if parts else None,
+                        "inject": {"seed": seed + 11, "fault_rate": fault_rate},
                         "rows": {"train": sets["train_rows"], "held_out": len(sets["held_normal"])}}
     held_i = sets["held_injected"]
     card["metrics"] = {"validation": report, "base_metrics": {"note": f"metrics of the base bundle {base['name']}@{base['version']}",
