@@ -131,7 +131,8 @@ def training_alarms(parts: Mapping[str, np.ndarray], cal: Mapping[str, Any], use
     The held-out check (two halves of the newest readings) is short where data is; the
     training readings are all the other normal running there is. They were used to fit the
     relation model (so a relation part is a little optimistic on them), not to calibrate
-    the parts. ``suspect`` is set when the count is too high for the budget at the 0.1% level
+    the parts. Multi-sensor types only: a one-sensor type's novelty is high by design on its
+    first readings, while its long memory forms. ``suspect`` is set when the count is too high for the budget at the 0.1% level
     (Poisson): then the calibration's tail is lighter than normal running's, as for a
     window part where sensors lag each other.
 
@@ -264,15 +265,17 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
             report["false_alarms"][name]["note"] = (
                 f"{n} held-out readings: each half ({n // 2}) is too small to check a rate near "
                 f"{budgets[name]:.2g}; the estimate is noise (score a longer normal run to check the threshold)")
-        if t in train_by:
+        if t in train_by and t in multi:  # (a one-sensor type's novelty is high by design while its memory forms)
             chk = training_alarms(train_by[t], types[name]["calibration"], use, budgets[name], alert)
             report["false_alarms"][name]["training_check"] = chk
             if chk["suspect"]:
+                lag = ("; a window part (Dbar, Rbar) does this where sensors lag each other"
+                       if {"Dbar", "Rbar"} & set(use) else "")
                 log(f"calibration: WARNING {name}: the alert threshold fired on {chk['alerts']} of the "
                     f"{chk['readings']} training readings, where the budget allows about {chk['expected']:.2g}; "
                     f"the parts' tails ({'+'.join(use)}) are heavier in normal running than the held-out readings "
-                    "showed: expect more false alarms than budgeted (check a long normal run with streamer "
-                    "score-file; a window part where sensors lag each other does this)")
+                    f"showed: expect more false alarms than budgeted (check a long normal run with streamer "
+                    f"score-file{lag})")
         own = {k: pooled([t], [k]) for k in (("N",) if t in single else candidates)}
         own["+".join(use)] = pooled([t], use)
         report["types"][name] = {"combine": use, "auprc_on_injected_by_parts": own,
