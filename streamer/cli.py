@@ -166,6 +166,10 @@ def cmd_score_file(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{counts['lines']:,} lines: {counts['scored']:,} scored, {counts['alerts']:,} alerts, {counts['errors']:,} errors -> {args.output}")
+    if counts["entity_days"] > 0:
+        days = counts["entity_days"]
+        print(f"{counts['entities']:,} entities over {days:,.2f} entity-days: {counts['alerts'] / days:,.2f} alerts per "
+              "entity-day (on normal running, hold this against a sensor bundle's false alarms per asset-day)")
     return 0
 
 

@@ -311,6 +311,7 @@ def test_score_file_with_the_fine_tuned_bundle_equals_the_scorer(fine_tuned, tmp
     counts = score_file(src, tmp_path / "out.jsonl", out)
     rows = [orjson.loads(x) for x in (tmp_path / "out.jsonl").read_bytes().splitlines()]
     assert counts["scored"] == 200 and counts["errors"] == 1 and "error" in rows[-1]
+    assert counts["entities"] == 1 and counts["entity_days"] == pytest.approx(199 * 10_000 / 86_400_000)  # alerts/asset-day
     assert all(0.0 <= r["score"] <= 1.0 for r in rows[:-1])
 
 

@@ -153,7 +153,9 @@ def test_score_file_matches_worker(broker, topics, tmp_path):
 
     counts = score_file(path, out, TX_BUNDLE)
     rows = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-    assert counts == {"lines": len(lines), "scored": len(evs), "errors": 1, "alerts": sum(r.get("alert", False) for r in rows)}
+    assert {k: counts[k] for k in ("lines", "scored", "errors", "alerts")} == {
+        "lines": len(lines), "scored": len(evs), "errors": 1, "alerts": sum(r.get("alert", False) for r in rows)}
+    assert counts["entities"] == len({e["account_id"] for e in evs})
     assert [r.get("event_id") for r in rows] == [e["event_id"] for e in evs] + ["bad"]
     assert "error" in rows[-1] and "account_id" in rows[-1]["error"] or "ts" in rows[-1]["error"]
     worker_scores = {r["event_id"]: r["score"] for r in got[topics["scores"]]}
