@@ -132,9 +132,9 @@ def training_alarms(parts: Mapping[str, np.ndarray], cal: Mapping[str, Any], use
     training readings are all the other normal running there is. They were used to fit the
     relation model (so a relation part is a little optimistic on them), not to calibrate
     the parts. Multi-sensor types only: a one-sensor type's novelty is high by design on its
-    first readings, while its long memory forms. ``suspect`` is set when the count is too high for the budget at the 0.1% level
-    (Poisson): then the calibration's tail is lighter than normal running's, as for a
-    window part where sensors lag each other.
+    first readings, while its long memory forms. ``suspect`` is set when the count is too
+    high for the budget at the 0.1% level (Poisson): then the calibration's tail is lighter
+    than normal running's, as for a window part where sensors lag each other.
 
     >>> cal = calibrate_parts({"R": np.linspace(0, 9, 3000)}, ["R"])
     >>> ok = training_alarms({"R": np.linspace(0, 9, 5000)}, cal, ["R"], 1e-3, 0.3)
