@@ -199,7 +199,10 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
     budgets = {n: alert_budget(types[n]["cadence_ms"], false_alarms_per_day) for n in types}
     halves = np.asarray([e.get("_half", 0) for e in stream if e.get("_held")])
     report = calibrate(card, st.outputs(model, held_n, card), held_n, st.outputs(model, held_i, card), held_i, budgets,
-                       halves, log, operator_parts=parts, training=(st.outputs(model, train_n, card), train_n))
+                       halves, log, operator_parts=parts,
+                       # the training-readings alarm check covers multi-sensor types only: no forward pass without one
+                       training=(st.outputs(model, train_n, card), train_n)
+                       if any(not t.get("novelty") for t in types.values()) else None)
     return summary, report, {"held_injected": held_i, "held_injected_events": [e for e in held_inj_events if e.get("_held")],
                              "held_normal": held_n,
                              "budgets": budgets, "train_rows": len(train_n)}
