@@ -44,6 +44,7 @@ from streamer.windows import context, push
 
 MIN_READINGS = 64  # per asset type
 SHRINKAGE_GRID = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
+LAG_RIDGE = (1e-4, 1e-3, 1e-2, 0.1, 1.0)  # ridge penalties (per reading) tried for the lag-aware relation model
 HOLDOUT = 0.2  # newest share of each asset's readings scores the shrinkage candidates
 
 
@@ -123,15 +124,21 @@ def relation_strength(t: Mapping[str, Any]) -> float:
     return float(np.max(1.0 - 1.0 / np.diag(p))) if len(p) > 1 else 0.0
 
 
-def _standardised(per_asset: Mapping[str, np.ndarray], t: Mapping[str, Any], warmup: int, window: int) -> list[np.ndarray]:
-    """Each asset's readings standardised by the encoding itself (its baseline as the worker builds it)."""
-    card = {"name": "fit", "version": "0", "sensor_model": {"window": window, "warmup": warmup,
-                                                          "types": {"t": {**t, "precision": np.eye(len(t["sensors"])).tolist()}}}}
+def _standardised(per_asset: Mapping[str, np.ndarray], t: Mapping[str, Any], warmup: int,
+                  window: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each asset's readings standardised by the encoding itself (its baseline as the worker builds it).
+
+    Per asset: ``z`` [T, S] and the recent-history means as the encoding keeps them, standardised
+    the same way [T, A*S] (empty for one sensor).
+    """
+    lag = {"alphas": list(enc.LAG_ALPHAS)} if len(t["sensors"]) > 1 else None
+    card = {"name": "fit", "version": "0", "sensor_model": {"window": window, "warmup": warmup, "types": {"t": {
+        **t, "precision": np.eye(len(t["sensors"])).tolist(), "lag": lag}}}}
     out = []
     names = t["sensors"]
     for x in per_asset.values():
         win: list[dict[str, Any]] = []
-        zs = []
+        zs, hs = [], []
         for i, row in enumerate(x):
             ev = {"asset_id": "a", "ts": i, "readings": dict(zip(names, row.tolist()))}
             ctx = context(win, i, window, 1 << 62)
@@ -139,8 +146,59 @@ def _standardised(per_asset: Mapping[str, np.ndarray], t: Mapping[str, Any], war
             rec = enc.record(ev)
             win = push(win, rec, window, 1 << 62)
             zs.append(f["z"])
-        out.append(np.asarray(zs))
+            if f["e"] is not None:
+                e = (np.asarray(f["e"]) - np.asarray(f["centre"])) / np.asarray(f["scale"])
+                hs.append(np.clip(e, -enc.CLIP, enc.CLIP).ravel())
+        out.append((np.asarray(zs), np.asarray(hs).reshape(len(zs), -1)))
     return out
+
+
+def fit_lag(train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """The lag-aware relation model (``streamer.encoding.relations.lagged``) of one asset type.
+
+    Each sensor is regressed on the *other* sensors' readings and recent-history means (ridge,
+    the penalty chosen per sensor by the squared error on the held-out readings), never on its
+    own: its own history would predict a lasting offset away. ``sigma`` is the held-out residual
+    spread, so readings the fit did not see are judged on the scale they will have.
+
+    >>> rng = np.random.default_rng(0)
+    >>> load = np.cumsum(rng.normal(size=1200)) * 0.1
+    >>> temp = np.convolve(load, np.full(8, 1 / 8))[:1200] + 0.05 * rng.normal(size=1200)  # follows load, late
+    >>> z = np.c_[load, temp]
+    >>> h = np.c_[load, temp, load, temp]  # placeholder history: none of it helps
+    >>> for a, j in ((0.5, 2), (0.1, 4)):
+    ...     for i in range(1, 1200): h[i, j - 2: j] = (1 - a) * h[i - 1, j - 2: j] + a * z[i]
+    >>> m = fit_lag((z[:900], h[:900]), (z[900:], h[900:]))
+    >>> m["sigma"][1] < 0.5 * m["static_sigma"][1]  # the temperature, from load now and its recent means
+    True
+    """
+    (zt, ht), (zh, hh) = train, held
+    s = zt.shape[1]
+    xt, xh = np.c_[zt, ht], np.c_[zh, hh]
+    width = xt.shape[1]
+    coef, bias, sigma, static, chosen = np.zeros((s, width)), np.zeros(s), np.ones(s), np.ones(s), []
+    for k in range(s):
+        cols = [j for j in range(width) if j % s != k]
+        a, ah = np.c_[xt[:, cols], np.ones(len(xt))], np.c_[xh[:, cols], np.ones(len(xh))]
+        gram, rhs = a.T @ a, a.T @ zt[:, k]
+        best = None
+        for lam in LAG_RIDGE:
+            pen = lam * len(a) * np.eye(len(gram))
+            pen[-1, -1] = 0.0  # the constant is not shrunk
+            b = np.linalg.solve(gram + pen, rhs)
+            err = float(np.mean((zh[:, k] - ah @ b) ** 2))
+            if best is None or err < best[0]:
+                best = (err, lam, b)
+        err, lam, b = best
+        coef[k, cols], bias[k] = b[:-1], b[-1]
+        sigma[k] = max(math.sqrt(err), 1e-3)
+        now = [j for j in range(s) if j != k]  # the static prediction from the others now: the report, and the warm-up σ
+        an, anh = np.c_[zt[:, now], np.ones(len(zt))], np.c_[zh[:, now], np.ones(len(zh))]
+        bn = np.linalg.lstsq(an, zt[:, k], rcond=None)[0]
+        static[k] = math.sqrt(float(np.mean((zh[:, k] - anh @ bn) ** 2)))
+        chosen.append(lam)
+    return {"alphas": list(enc.LAG_ALPHAS), "coef": coef.round(8).tolist(), "bias": bias.round(8).tolist(),
+            "sigma": sigma.round(6).tolist(), "ridge": chosen, "static_sigma": static.round(6).tolist()}
 
 
 def _choose_shrinkage(train: np.ndarray, held: np.ndarray) -> tuple[float, dict[str, float]]:
@@ -230,12 +288,15 @@ def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WAR
                              "own_scale": own_scale, "level_drift": round(moved, 3), "novelty": len(sensors) == 1,
                              "adapt": int(chosen if chosen is not None else (ADAPT_READINGS if moved > DRIFT_LIMIT else 0))}
         zs = _standardised(per_asset, t, warmup, window)
-        tr, ho = [], []
-        for z in zs:
-            z = z[min(len(z) // 4, warmup):]  # past the cold start, as the relations are used most
+        tr, ho, htr, hho = [], [], [], []
+        for z, h in zs:
+            start = min(len(z) // 4, warmup)  # past the cold start, as the relations are used most
+            z, h = z[start:], h[start:]
             cut = int(len(z) * (1 - HOLDOUT))
             tr.append(z[:cut])
             ho.append(z[cut:])
+            htr.append(h[:cut])
+            hho.append(h[cut:])
         train, held = np.concatenate(tr), np.concatenate(ho)
         if len(train) < max(16, 2 * len(sensors)) or len(held) < 8:
             raise FitError(f"{what}: {n} normal readings leave {len(train)} past the first {warmup} of each asset to "
@@ -251,6 +312,8 @@ def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WAR
         t["shrinkage_heldout_loglik"] = lls
         t["relation_strength"] = round(relation_strength(t), 4)
         t["repeat_p"] = repeat_rates(per_asset)
+        if len(sensors) > 1:
+            t["lag"] = fit_lag((train, np.concatenate(htr)), (held, np.concatenate(hho)))
         out[name] = t
     return out
 

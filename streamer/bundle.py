@@ -106,7 +106,7 @@ def load_bundle(path: str | Path, precision: str = "fp32") -> Bundle:
         encoding = for_kind(card["kind"])
     except ValueError as exc:
         raise BundleError(f"{path}: {exc}") from None
-    if card["encoding_version"] != encoding.ENCODING_VERSION:
+    if card["encoding_version"] not in (encoding.ENCODING_VERSION, *getattr(encoding, "READS", ())):
         raise BundleError(
             f"{path}: encoding {card['encoding_version']!r} does not match this worker's "
             f"{encoding.ENCODING_VERSION!r}; re-export the bundle or upgrade the worker"

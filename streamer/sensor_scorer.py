@@ -1,6 +1,6 @@
 """Scoring sensor windows: the ONNX model, the relation statistics, and their calibration per asset type.
 
-Four parts, each put on the scale of normal running for its asset type
+Its parts, each put on the scale of normal running for its asset type
 (``streamer.calibration``, fitted on held-out normal readings at fine-tune time):
 
 - ``D``: the newest reading's squared Mahalanobis distance under the type's
@@ -11,6 +11,11 @@ Four parts, each put on the scale of normal running for its asset type
 - ``Dbar``: ``D`` averaged over the window: a small offset that persists;
 - ``Rbar``: the largest per-sensor mean squared residual over the window: one
   sensor that has stopped following the others, though no single reading shows it;
+- ``L`` and ``Lbar``: as ``R`` and ``Rbar``, with each sensor predicted from the
+  others now *and their recent history* (``relations.lagged``): a sensor that
+  lags another (a temperature following the load) is expected to lag, so a
+  fast change of load is not read as a broken relation, while an offset that
+  lasts still is (types fitted before bundle 3.3 have no lag model: 0);
 - ``S``: the run of exactly repeated readings ending now, weighted per sensor by
   how rarely that sensor repeats a reading in normal running (a stuck sensor;
   ``streamer.encoding.sensors.repeat_weights``);
@@ -39,7 +44,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -49,11 +54,12 @@ from streamer.encoding import relations
 from streamer.encoding import sensors as enc
 from streamer.onnx_session import CPU, Scored, graph_precision, make_session
 
-PARTS = ("D", "R", "Dbar", "Rbar", "S", "E", "logit", "N")
+PARTS = ("D", "R", "Dbar", "Rbar", "L", "Lbar", "S", "E", "logit", "N")
 REASON_SIGMA = 2.5  # a sensor is named in the reasons from this many σ off what the others predict
 CAUSES = {
     "Dbar": "readings have sat off their normal relations for the last {n} readings",
     "Rbar": "a sensor has stopped following the others over the last {n} readings",
+    "Lbar": "a sensor has stopped following the others, allowing for how it lags them, over the last {n} readings",
     "S": "a sensor has repeated the exact same value for {run} readings",
     "E": "a change the model did not expect from the readings before",
     "logit": "the window looks like a fault the model was trained to recognise",
@@ -61,33 +67,47 @@ CAUSES = {
 }
 
 
-def score_components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndarray, log_sigma: np.ndarray) -> dict[str, np.ndarray]:
-    """The four raw parts per row from ``enc.stack`` arrays and the graph's outputs."""
+def score_components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndarray, log_sigma: np.ndarray,
+                     need: Collection[str] | None = None) -> dict[str, np.ndarray]:
+    """The raw parts per row from ``enc.stack`` arrays and the graph's outputs.
+
+    ``need``: only these parts (the scorer's hot path asks for the ones its bundle combines);
+    None: every part (training and calibration compare them all). ``e`` (the per-sensor
+    forecast error, for the reasons) is always there, ``run`` with ``S``.
+    """
+    want = PARTS if need is None else need
     sm, tm = a["sensor_mask"], a["step_mask"]
     z = a["values"][:, -1, :, 0]
     e = (z - mu) * np.exp(-log_sigma) * sm
-    n = np.maximum(sm.sum(1), 1.0)
-    r = a["r"] * sm
     steps = np.maximum(tm.sum(1), 1.0)
-    rw = a["values"][:, :, :, 1] * sm[:, None, :]  # leave-one-out residual of every step
-    rep = a["values"][:, :, :, 3] * sm[:, None, :]
-    run = np.zeros(rep.shape[::2])  # [B, S]: exact repeats ending at the newest step
-    alive = np.ones_like(run)
-    for t in range(rep.shape[1] - 1, 0, -1):
-        alive = alive * rep[:, t]
-        run += alive
-    weighted = run * a["repeat_weight"] if "repeat_weight" in a else run
-    stuck = np.argmax(weighted, axis=1)
-    return {"D": a["d2"][:, -1].astype(np.float64),
-            "R": (r * r).max(1).astype(np.float64),
-            "Dbar": (a["d2"] * tm).sum(1) / steps,
-            "Rbar": ((rw * rw) * tm[:, :, None]).sum(1).max(1) / steps,
-            "S": weighted.max(1),
-            "run": run[np.arange(len(run)), stuck],
-            "E": (e * e).sum(1) / n,
-            "logit": np.asarray(logit, dtype=np.float64),
-            "N": a["nov"],
-            "e": e}
+    out: dict[str, np.ndarray] = {"e": e, "logit": np.asarray(logit, dtype=np.float64), "N": a["nov"]}
+    if "E" in want:
+        out["E"] = (e * e).sum(1) / np.maximum(sm.sum(1), 1.0)
+    if "D" in want:
+        out["D"] = a["d2"][:, -1].astype(np.float64)
+    if "Dbar" in want:
+        out["Dbar"] = (a["d2"] * tm).sum(1) / steps
+    if "R" in want:
+        r = a["r"] * sm
+        out["R"] = (r * r).max(1).astype(np.float64)
+    if "Rbar" in want:
+        rw = a["values"][:, :, :, 1] * sm[:, None, :]  # leave-one-out residual of every step
+        out["Rbar"] = ((rw * rw) * tm[:, :, None]).sum(1).max(1) / steps
+    if "L" in want or "Lbar" in want:
+        lr = a["lr"] * sm[:, None, :] if "lr" in a else np.zeros(a["values"].shape[:3])
+        out["L"] = (lr[:, -1] ** 2).max(1)
+        out["Lbar"] = ((lr * lr) * tm[:, :, None]).sum(1).max(1) / steps
+    if "S" in want:
+        rep = a["values"][:, :, :, 3] * sm[:, None, :]
+        run = np.zeros(rep.shape[::2])  # [B, S]: exact repeats ending at the newest step
+        alive = np.ones_like(run)
+        for t in range(rep.shape[1] - 1, 0, -1):
+            alive = alive * rep[:, t]
+            run += alive
+        weighted = run * a["repeat_weight"] if "repeat_weight" in a else run
+        out["S"] = weighted.max(1)
+        out["run"] = run[np.arange(len(run)), np.argmax(weighted, axis=1)]
+    return out
 
 
 def combine(parts: Mapping[str, np.ndarray], calib: Mapping[str, Any], use: Sequence[str]) -> np.ndarray:
@@ -128,10 +148,12 @@ class SensorScorer:
         self.output_names = [o.name for o in self.session.get_outputs()]
         sm = card["sensor_model"]
         self.use = [list(sm["types"][t.name].get("combine") or ["D"]) for t in self.spec.types]
+        self.need = frozenset(k for use in self.use for k in use)  # the parts this bundle combines
         self.calib = [sm["types"][t.name]["calibration"] for t in self.spec.types]
         self.scale = [budget_scale(bundle.alert_threshold, float(sm["types"][t.name].get("alert_p", 1e-3)))
                       for t in self.spec.types]
         self.predictors = [relations.predictors(t.precision) for t in self.spec.types]
+        self.lag_predictors = [relations.lag_predictors(t.lag[0]) if t.lag is not None else None for t in self.spec.types]
         self.alert = bundle.alert_threshold
         self.io_binding = False
         self.runner = None
@@ -157,12 +179,12 @@ class SensorScorer:
             return Scored(np.zeros(0), [], 0.0)
         a = enc.stack(inputs, self.bundle.card)
         logit, mu, ls = self.run(a)
-        parts = score_components(a, logit, mu, ls)
+        parts = score_components(a, logit, mu, ls, self.need)
         p = np.ones(len(inputs))
         types = np.asarray([inp[0] for inp in inputs])
         for ti in np.unique(types):
             rows = np.nonzero(types == ti)[0]
-            p[rows] = combine({k: parts[k][rows] for k in PARTS}, self.calib[ti], self.use[ti]) * self.scale[ti]
+            p[rows] = combine({k: parts[k][rows] for k in self.use[ti]}, self.calib[ti], self.use[ti]) * self.scale[ti]
         scores = calibration.to_score(p)
         details: list[Any] = [None] * len(inputs)
         alerts = np.nonzero(scores >= self.alert)[0]
@@ -178,14 +200,20 @@ class SensorScorer:
                 weights: Mapping[str, float]) -> dict[str, Any]:
         """What made this row unusual: the worst-predicted sensors and the part that weighed most (``weights``)."""
         s = len(self.spec.types[ti].sensors)
-        r = a["r"][row, :s]
-        order = [int(k) for k in np.argsort(-np.abs(r))[:3] if abs(r[k]) >= REASON_SIGMA]
-        worst = [(k, float(r[k]), self.predictors[ti][k]) for k in order]
         lead = max(weights, key=weights.get)
+        r, preds, rank = a["r"][row, :s], self.predictors[ti], None
+        if lead in ("L", "Lbar") and self.lag_predictors[ti] is not None:  # what the lag-aware prediction missed
+            preds, lr = self.lag_predictors[ti], a["lr"][row, :, :s]
+            valid = a["step_mask"][row] > 0
+            r = lr[-1] if lead == "L" else lr[valid].mean(0)
+            rank = None if lead == "L" else np.sqrt((lr[valid] ** 2).mean(0))
+        strength = np.abs(r) if rank is None else rank
+        order = [int(k) for k in np.argsort(-strength)[:3] if strength[k] >= REASON_SIGMA]
+        worst = [(k, float(r[k]), preds[k]) for k in order]
         e = parts["e"][row, :s]
         detail: dict[str, Any] = {"worst": worst, "parts": {k: round(v, 2) for k, v in weights.items()}}
         if lead != "D" and lead in CAUSES:
-            detail["cause"] = CAUSES[lead].format(n=int(a["step_mask"][row].sum()), run=int(parts["run"][row]) + 1)
+            detail["cause"] = CAUSES[lead].format(n=int(a["step_mask"][row].sum()), run=int(parts["run"][row]) + 1 if "run" in parts else 0)
         if lead == "E" or not worst:
             k = int(np.argmax(np.abs(e)))
             detail["forecast"] = (k, float(e[k]))

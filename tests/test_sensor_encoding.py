@@ -1,4 +1,4 @@
-"""The sensor encoding (sensor-v6): asset types, each asset's own normal, the window, the relation statistics, reasons."""
+"""The sensor encoding (sensor-v7): asset types, each asset's own normal, the window, the relation statistics, reasons."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_nan_and_inf_and_text_are_errors_naming_the_field():
 def test_window_is_deterministic_oldest_first_and_padded_at_cold_start():
     rows = stream(normal_pump(20))
     assert [r[1][3] for r in rows[:3]] == [1, 2, 3]  # valid steps grow from one
-    f, (ti, z, rep, valid, _) = rows[-1]
+    f, (ti, z, rep, valid, *_) = rows[-1]
     assert (ti, z.shape, valid) == (enc.spec(CARD).by_set[frozenset({"flow", "current"})].index, (8, 2), 8)
     np.testing.assert_allclose(z[-1], f["z"], rtol=1e-6)
     again = stream(normal_pump(20))
@@ -122,9 +122,9 @@ def test_stack_mixes_asset_types_with_padding_and_computes_the_relation_statisti
 
 def test_repeat_flag_marks_a_stuck_sensor_and_not_the_padding():
     rs = normal_pump(10) + [{"current": 11.0, "flow": 104.0}] * 4
-    _, (_, _, rep, _, _) = stream(rs)[-1]
+    _, (_, _, rep, *_) = stream(rs)[-1]
     assert rep[-3:].tolist() == [[1.0, 1.0]] * 3 and rep[0].tolist() == [0.0, 0.0]
-    _, (_, _, rep0, valid0, _) = stream(rs[:2])[-1]
+    _, (_, _, rep0, valid0, *_) = stream(rs[:2])[-1]
     assert valid0 == 2 and rep0.sum() == 0
 
 
@@ -229,3 +229,64 @@ def test_repeat_rates_are_fitted_per_sensor_from_normal_running():
     (fitted,) = t.values()
     q = dict(zip(fitted["sensors"], fitted["repeat_p"]))
     assert q["current"] < 0.01 and 0.85 < q["setpoint"] < 0.95  # the setpoint changes every tenth reading
+
+
+def _lag_card(coef: np.ndarray, sigma: list[float], static: list[float]) -> dict:
+    """CARD's pump with a lag model: current follows flow's recent mean (weight 0.1), not flow now."""
+    t = dict(CARD["sensor_model"]["types"]["pump"])
+    t["lag"] = {"alphas": [0.5, 0.1], "coef": coef.tolist(), "bias": [0.0, 0.0], "sigma": sigma, "static_sigma": static}
+    return {**CARD, "sensor_model": {**CARD["sensor_model"], "types": {"pump": t}}}
+
+
+def test_recent_history_rides_in_the_state_and_the_window_shows_it_as_it_was_at_each_step():
+    card = _lag_card(np.zeros((2, 6)), [1.0, 1.0], [1.0, 1.0])
+    rs = normal_pump(40, seed=4)
+    rows = stream(rs, card=card)
+    f, inp = rows[-1]
+    assert inp[5].shape == (2, 2) and inp[6] is False  # the means now (2 weights x 2 sensors); warm-up over (32)
+    hist = enc.history_window(inp[1][None].astype(np.float64), inp[5][None], (0.5, 0.1), np.array([inp[3]]))[0]
+    assert hist.shape == (8, 4)  # 8 steps x (2 weights x 2 sensors), as the stack computes them
+    # forward means over every reading, standardised by the asset's normal now, equal the window's history
+    x = np.asarray([[r["current"], r["flow"]] for r in rs])
+    for j, a in enumerate((0.5, 0.1)):
+        m, seen = x[0].copy(), []
+        for row in x:
+            m = (1 - a) * m + a * row
+            seen.append(m.copy())
+        want = (np.asarray(seen[-8:]) - np.asarray(f["centre"])) / np.asarray(f["scale"])
+        np.testing.assert_allclose(hist[:, 2 * j: 2 * j + 2], want, rtol=1e-4, atol=1e-4)
+    # a restart (the changelog's JSON round trip) restores the same means
+    import orjson
+
+    win: list[dict] = []
+    for i, r in enumerate(rs[:-1]):
+        ev = {"asset_id": "p", "ts": T0 + i, "readings": r}
+        enc.features(ev, context(win, ev["ts"], 8, 10**12), card)
+        win = push(win, {**enc.record(ev), "o": i}, 16, 10**12)
+    ev = {"asset_id": "p", "ts": T0 + 99, "readings": rs[-1]}
+    f1 = enc.features(dict(ev), context(win, ev["ts"], 8, 10**12), card)
+    f2 = enc.features(dict(ev), context(orjson.loads(orjson.dumps(win)), ev["ts"], 8, 10**12), card)
+    assert f1["e"] == f2["e"] and len(f1["e"]) == 2
+
+
+def test_lag_aware_residual_expects_a_sensor_to_lag_and_still_sees_it_stop_following():
+    coef = np.zeros((2, 6))
+    coef[0, 5] = 0.9  # current <- flow's recent mean (weight 0.1)
+    card = _lag_card(coef, [0.2, 10.0], [0.8, 10.0])  # (flow: nothing predicts it here; a wide σ keeps it quiet)
+    rng = np.random.default_rng(1)
+    flow, cur, rs = 0.0, 0.0, []
+    for i in range(120):
+        flow = 2.0 if i >= 80 else 0.0  # a step of load at reading 80
+        cur = 0.9 * cur + 0.1 * flow
+        rs.append({"flow": 100 + 5 * flow + 0.05 * rng.normal(), "current": 10 + 0.9 * cur + 0.01 * rng.normal()})
+    rows = stream(rs, card=card)
+    a = enc.stack([inp for _, inp in rows], card)
+    parts = score_components(a, np.zeros(len(rs)), np.zeros((len(rs), 2)), np.zeros((len(rs), 2)))
+    # current lags the step as its history says it should: the lag-aware residual stays small
+    assert np.abs(a["lr"][80:, -1, 0]).max() < 2.0 and parts["Lbar"][80:].max() < 2.0
+    broken = [dict(r) for r in rs]
+    for r in broken[90:]:
+        r["current"] += 0.5  # then it runs half an amp high: off what flow's history predicts
+    b = enc.stack([inp for _, inp in stream(broken, card=card)], card)
+    off = score_components(b, np.zeros(len(rs)), np.zeros((len(rs), 2)), np.zeros((len(rs), 2)))
+    assert off["Lbar"][105:].min() > 5 * max(parts["Lbar"][80:].max(), 1.0)

@@ -8,7 +8,8 @@ torch.
 Every encoding module defines:
 
 - ``KIND`` ("transaction" or "sensor") and ``ENCODING_VERSION`` (a string stored in
-  the bundle's card; the worker refuses a bundle whose version it does not know).
+  the bundle's card; the worker refuses a bundle whose version it does not know), and
+  optionally ``READS``: older versions whose cards it still scores exactly as they were.
 - ``record(event) -> dict``: the compact, JSON-serializable summary kept in the
   entity's window (the worker adds ``o``, the source offset).
 - ``check(event, card) -> str | None``: a rejection reason for an event that this

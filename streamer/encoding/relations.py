@@ -20,6 +20,20 @@ regularised, ``models/sensor_fit.py``) answers, for every sensor at once,
 Both sensors one σ high together is ordinary for this pair; one high and one low
 is 4.4σ off what the other predicts. ``predictors`` names, per sensor, the
 sensors its prediction leans on most (for an alert's reasons).
+
+That prediction is static: where one sensor lags another (a temperature that
+follows the load), every fast change of load reads as a relation broken for a
+while. ``lagged`` predicts each sensor from the *other* sensors now and from
+their recent-history means (exponentially weighted, kept per asset by the
+encoding), never from its own history, which would explain a lasting offset
+away. Its coefficients are a ridge regression on normal running
+(``models/sensor_fit.py``).
+
+>>> coef = np.array([[0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])  # sensor 0 follows sensor 1's recent mean
+>>> z = np.array([[[0.0, 1.0], [1.0, 1.0]]])  # step 1: sensor 0 caught up with a step sensor 1 took
+>>> h = np.array([[[0.0, 0.5], [0.5, 1.0]]])  # the recent means (one weight) after each step
+>>> lagged(z, h, coef, np.zeros(2), np.ones(2))[0, :, 0].tolist()
+[-0.5, 0.0]
 """
 
 from __future__ import annotations
@@ -50,4 +64,30 @@ def predictors(precision: np.ndarray, top: int = 2, min_share: float = 0.1) -> l
         w[k] = 0.0
         order = [j for j in np.argsort(-w)[:top] if w[j] > 0 and w[j] >= min_share * w.max()]
         out.append([int(j) for j in order])
+    return out
+
+
+def lagged(z: np.ndarray, hist: np.ndarray, coef: np.ndarray, bias: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Lag-aware residuals [..., S]: each sensor minus its prediction from the others' now and recent history, in σ.
+
+    ``z`` [..., S] standardised readings, ``hist`` [..., A*S] their recent-history means (one block of
+    S per weight), ``coef`` [S, S(1+A)] with zeros on each sensor's own columns, ``bias`` and
+    ``sigma`` [S] (the held-out residual spread of each prediction).
+    """
+    x = np.concatenate([z, hist], -1)
+    return (z - (x @ coef.T + bias)) / sigma
+
+
+def lag_predictors(coef: np.ndarray, top: int = 2, min_share: float = 0.1) -> list[list[int]]:
+    """Per sensor, the other sensors whose readings and history weigh most in its lag-aware prediction.
+
+    >>> lag_predictors(np.array([[0.0, 0.1, 0.0, 0.9], [0.2, 0.0, 0.0, 0.0]]))
+    [[1], [0]]
+    """
+    s = coef.shape[0]
+    w = np.abs(coef).reshape(s, -1, s).sum(1)
+    out = []
+    for k in range(s):
+        w[k, k] = 0.0
+        out.append([int(j) for j in np.argsort(-w[k])[:top] if w[k, j] > 0 and w[k, j] >= min_share * w[k].max()])
     return out

@@ -16,7 +16,9 @@ running (``models/sensor_fit.py``, stored in ``card["sensor_model"]``):
   estimate (``GATE`` σ) are not absorbed, so a fault in the first readings is
   not learned as normal. The baseline rides in the window's newest record
   (``windows.STATE``), so the changelog restores it with the window after a
-  restart or rebalance.
+  restart or rebalance. So do the asset's recent-history means of every sensor
+  (:func:`history_step`), from which the lag-aware relation model
+  (:func:`streamer.encoding.relations.lagged`) predicts each sensor.
 
 :func:`features` checks the event against its asset type and returns the
 readings standardised by the asset's normal; :func:`model_input` is the window
@@ -36,7 +38,7 @@ True
 ...     window.append(record(ev))
 >>> f["type"], f["n_base"], [round(z, 2) for z in f["z"]]
 ('pump', 5, [0.12, 0.12])
->>> tidx, zwin, rep, n_valid, nov = model_input(ev, window[:-1], f)
+>>> tidx, zwin, rep, n_valid, nov, hist, warming = model_input(ev, window[:-1], f)
 >>> zwin.shape, n_valid
 ((4, 2), 4)
 >>> check({"asset_id": "p1", "ts": 0, "readings": {"flow": 1.0}}, card)
@@ -55,7 +57,8 @@ import numpy as np
 from streamer.encoding import novelty, relations
 
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v6"  # v6: novelty v6 (one-sensor types); v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
+ENCODING_VERSION = "sensor-v7"  # v7: the others' recent history (lag-aware residuals); v6: novelty v6 (one-sensor types); v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
+READS = ("sensor-v6",)  # a v6 card has no lag model: its types keep no history and score as before
 
 # The window the worker keeps per asset (the card repeats it as card["window"]); the model sees
 # the last ``sensor_model.window`` readings of it.
@@ -65,6 +68,7 @@ GATE = 6.0  # a reading this many σ from the asset's current normal (any sensor
 ADAPT_GATE = 3.0  # after the warm-up an adapting baseline takes only readings this close (Mahalanobis² per sensor)
 CLIP = 30.0  # standardised values are clipped here: beyond it "very far" is all the model needs
 MIN_SCALE = 1e-9
+LAG_ALPHAS = (0.5, 0.1)  # weights per reading of the recent-history means the lag-aware residuals use
 CHANNELS = ("z", "r", "dz", "rep")  # what the scorer stacks per sensor and step (see ``stack``)
 
 Event = Mapping[str, Any]
@@ -93,6 +97,9 @@ class AssetType:
     rows: tuple = ()  # ``precision`` as nested tuples, for the per-event gate in pure Python
     novelty: bool = False  # one-sensor types: also the long-memory novelty of each reading (``novelty``)
     repeat_weight: tuple[float, ...] = ()  # per sensor: -log10 of its normal chance to repeat a reading exactly
+    alphas: tuple[float, ...] = ()  # weights of the recent-history means the state keeps (``history_step``); () keeps none
+    lag: tuple[np.ndarray, ...] | None = None  # (coef [S, S(1+A)], bias [S], sigma [S], warm-up sigma [S]): ``relations.lagged``
+    lag_used: bool = True  # the type's score combines L or Lbar (or has no combination yet): ``stack`` computes them
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,9 @@ def spec(card: Mapping[str, Any]) -> Spec:
         types.append(AssetType(name, i, sensors, tuple(map(float, t["mean"])), tuple(map(float, t["std"])),
                                tuple(map(float, t.get("between") or t["std"])), prec,
                                bool(t.get("own_scale", False)), int(t.get("adapt", 0)), tuple(map(tuple, prec.tolist())),
-                               bool(t.get("novelty", False)), repeat_weights(t.get("repeat_p"), len(sensors))))
+                               bool(t.get("novelty", False)), repeat_weights(t.get("repeat_p"), len(sensors)),
+                               *_lag(t.get("lag"), len(sensors)),
+                               not t.get("combine") or bool({"L", "Lbar"} & set(t["combine"]))))
     slots = dict(sm.get("slots") or {})
     out = Spec(f"{card.get('name', '?')}@{card.get('version', '?')}", int(sm.get("window", WINDOW["max_events"])),
                int(sm.get("warmup", DEFAULT_WARMUP)), tuple(types), {frozenset(t.sensors): t for t in types},
@@ -133,6 +142,19 @@ def spec(card: Mapping[str, Any]) -> Spec:
         _SPECS.clear()
     _SPECS[id(card)] = (card, out)
     return out
+
+
+def _lag(lag: Mapping[str, Any] | None, s: int) -> tuple[tuple[float, ...], Any]:
+    """(history weights, lag model or None) of a card type's ``lag`` entry (absent before bundle 3.3)."""
+    if not lag or not lag.get("alphas") or s < 2:  # a lone sensor has no others to be predicted from
+        return (), None
+    alphas = tuple(float(a) for a in lag["alphas"])
+    if "coef" not in lag:  # history kept but no model yet: the fit itself (``models/sensor_fit.py``)
+        return alphas, None
+    coef = np.asarray(lag["coef"], dtype=np.float64).reshape(s, s * (1 + len(alphas)))
+    sigma = np.asarray(lag["sigma"], dtype=np.float64)
+    return alphas, (coef, np.asarray(lag["bias"], dtype=np.float64), sigma,
+                    np.maximum(np.asarray(lag.get("static_sigma") or sigma, dtype=np.float64), sigma))
 
 
 def repeat_weights(repeat_p: Sequence[float] | None, n: int) -> tuple[float, ...]:
@@ -338,19 +360,51 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
             nov = nk if k == 0 or nk > nov else nov
             news.append(sk)
         state["v"] = news
+    if t.alphas:
+        state["e"] = history_step((prev or {}).get("e"), x, t.alphas, window)
     if isinstance(event, dict):
         event[STATE_KEY] = state
         event["_x"] = x
     return {"type": t.name, "type_index": t.index, "n_base": n, "sensors": t.sensors, "x": x, "z": z,
-            "centre": centre, "scale": scale, "n_hist": len(window), "window": sp.window, "novelty": nov}
+            "centre": centre, "scale": scale, "n_hist": len(window), "window": sp.window, "novelty": nov,
+            "e": state.get("e"), "alphas": t.alphas, "warmup": sp.warmup}
 
 
-def model_input(event: Event, window: Sequence[Record], feats: Features) -> tuple[int, np.ndarray, np.ndarray, int, float]:
-    """(type index, z window [T, S], repeat flags [T, S], valid steps, novelty): oldest first, this event last.
+def history_step(old: Sequence[Sequence[float]] | None, x: Sequence[float], alphas: Sequence[float],
+                 window: Sequence[Record]) -> list[list[float]]:
+    """The asset's recent-history means after reading ``x``: per weight ``a``, ``m <- (1 - a) m + a x`` per sensor.
+
+    They ride in the baseline state, so a restart restores them with the window. An asset
+    without them yet (its first reading, or a state from before bundle 3.3) starts them from
+    the readings its window holds.
+
+    >>> history_step(None, [2.0], [0.5], [{"x": [0.0]}])
+    [[1.0]]
+    >>> history_step([[1.0]], [2.0], [0.5], [])
+    [[1.5]]
+    """
+    if old is None or len(old) != len(alphas) or any(len(m) != len(x) for m in old):
+        seed = [r["x"] for r in window[-32:] if len(r.get("x") or ()) == len(x)]
+        old = [list(seed[0] if seed else x) for _ in alphas]
+        for xs in seed[1:]:
+            old = [[(1.0 - a) * mk + a * v for mk, v in zip(m, xs)] for a, m in zip(alphas, old)]
+    return [[(1.0 - a) * mk + a * v for mk, v in zip(m, x)] for a, m in zip(alphas, old)]
+
+
+ModelInput = tuple  # (type index, z [T, S], repeat flags [T, S], valid steps, novelty, history means now [A, S] or None, warming up)
+
+
+def model_input(event: Event, window: Sequence[Record], feats: Features) -> ModelInput:
+    """(type index, z window [T, S], repeat flags [T, S], valid steps, novelty, history, warming up): oldest first.
 
     Every step is standardised by the asset's normal *now*, so the window shows
     how the readings moved relative to one reference. Fewer than T readings:
     the oldest one is repeated to the left and ``valid`` says how many are real.
+    ``history`` holds the recent-history means (``history_step``) after this reading,
+    standardised the same way (None for a type that keeps none); ``stack`` recovers
+    them at every step of the window (:func:`history_window`): what the lag-aware
+    residuals predict each sensor from. ``warming up``
+    is true while the asset's own normal is still forming (fewer than ``warmup`` readings).
     """
     steps = int(feats.get("window") or WINDOW["max_events"])
     hist = [r["x"] for r in window[-(steps - 1):]] if steps > 1 else []
@@ -366,7 +420,11 @@ def model_input(event: Event, window: Sequence[Record], feats: Features) -> tupl
     if steps > 1:
         rep[1:] = (x[1:] == x[:-1])
         rep[: steps - valid + 1] = 0.0  # padded steps and the first real one repeat nothing
-    return int(feats["type_index"]), z, rep, valid, float(feats.get("novelty", 0.0))
+    hist = None
+    if feats.get("e") is not None:
+        hist = np.clip((np.asarray(feats["e"]) - centre) / scale, -CLIP, CLIP)
+    return (int(feats["type_index"]), z, rep, valid, float(feats.get("novelty", 0.0)), hist,
+            int(feats.get("n_base", 0)) < int(feats.get("warmup", 0)))
 
 
 def vector(feats: Features) -> list[float]:
@@ -377,7 +435,7 @@ def vector(feats: Features) -> list[float]:
 FEATURE_NAMES: list[str] = []  # per-type widths differ; baselines use ``vector`` per asset type
 
 
-def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """A batch of ``model_input`` values -> the ONNX graph's inputs and the relation statistics.
 
     Shared by the scorer and by training (``models/sensor_data.py``), so both see the
@@ -392,8 +450,10 @@ def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card
     each step's Mahalanobis distance per sensor and of its largest squared
     residual: the relation statistics as the model sees them), plus ``d2`` [B, T]
     (that distance), ``r`` [B, S] (the residuals at the newest step), ``nov`` [B]
-    (the long-memory novelty of one-sensor types, 0 for the others) and
-    ``repeat_weight`` [B, S] (:func:`repeat_weights`).
+    (the long-memory novelty of one-sensor types, 0 for the others),
+    ``repeat_weight`` [B, S] (:func:`repeat_weights`) and ``lr`` [B, T, S] (the
+    lag-aware residuals, :func:`streamer.encoding.relations.lagged`; 0 for a type
+    without a lag model).
     """
     sp = spec(card)
     b = len(inputs)
@@ -407,9 +467,10 @@ def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card
     r2 = np.zeros((b, steps), dtype=np.float32)
     rw = np.zeros((b, width), dtype=np.float64)
     by_type: dict[int, list[int]] = {}
-    for row, (ti, _, _, valid, _) in enumerate(inputs):
-        by_type.setdefault(ti, []).append(row)
-        tmask[row, steps - valid:] = 1.0
+    lr = np.zeros((b, steps, width), dtype=np.float64)
+    for row, inp in enumerate(inputs):
+        by_type.setdefault(inp[0], []).append(row)
+        tmask[row, steps - inp[3]:] = 1.0
     for ti, rows in by_type.items():
         t = sp.types[ti]
         s = len(t.sensors)
@@ -424,11 +485,54 @@ def stack(inputs: Sequence[tuple[int, np.ndarray, np.ndarray, int, float]], card
         ids[rows, :s] = [sp.slots.get(n, 0) for n in t.sensors]
         smask[rows, :s] = 1.0
         rw[rows, :s] = t.repeat_weight
+        if t.lag is not None and t.lag_used:
+            coef, bias, sigma, loose = t.lag
+            # while an asset's own normal forms, its levels are uncertain by more than the lag model's
+            # tight σ allows for: those readings are judged on the static prediction's looser σ
+            sig = np.where(np.asarray([len(inputs[r]) > 6 and inputs[r][6] for r in rows])[:, None, None], loose, sigma)
+            now = np.stack([_hist_now(inputs[r], len(t.alphas)) for r in rows])
+            hist = history_window(z, now, t.alphas, np.asarray([inputs[r][3] for r in rows]))
+            lr[rows, :, :s] = relations.lagged(z, hist, coef, bias, sig)
     values[:, :, :, 2] *= np.concatenate([np.zeros((b, 1)), tmask[:, :-1]], 1)[:, :, None] * tmask[:, :, None]
     stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
     return {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
             "step_stats": stats.astype(np.float32), "d2": d2, "r": values[:, -1, :, 1].copy(),
-            "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64), "repeat_weight": rw}
+            "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64), "repeat_weight": rw,
+            "lr": np.clip(lr, -CLIP, CLIP)}
+
+
+def _hist_now(inp: ModelInput, n_alphas: int) -> np.ndarray:
+    """An input's history means now [A, S], or its newest reading for every weight where it has none (a probe)."""
+    h = inp[5] if len(inp) > 5 else None
+    return h if h is not None else np.tile(inp[1][-1], (n_alphas, 1))
+
+
+def history_window(z: np.ndarray, now: np.ndarray, alphas: Sequence[float], valid: np.ndarray) -> np.ndarray:
+    """The recent-history means at every step of a batch of windows [n, T, A*S], from the means now.
+
+    ``z`` [n, T, S] (oldest first), ``now`` [n, A, S] the means after the newest reading, ``valid``
+    [n] the real steps. Undoing the k newest readings of ``m <- (1 - a) m + a z`` gives the means
+    k steps back: ``(now - a * sum_{j<k} (1 - a)^j z[-1-j]) / (1 - a)^k``; padded steps take
+    the oldest real step's, and so do the steps before a reading clipped at ``CLIP`` (its true value is
+    lost). Vectorised over the batch: done per event in the intake, it slowed the worker.
+
+    >>> z = np.array([[[0.0], [1.0], [1.0]]])
+    >>> history_window(z, np.array([[[0.75]]]), [0.5], np.array([3])).ravel().tolist()
+    [0.0, 0.5, 0.75]
+    """
+    n, steps, s = z.shape
+    a = np.asarray(alphas, dtype=np.float64)[None, :, None, None]
+    back = z[:, ::-1][:, None].astype(np.float64)  # [n, 1, T, S], newest first
+    decay = (1.0 - a) ** np.arange(steps)[None, None, :, None]  # [1, A, T, 1]
+    undone = np.concatenate([np.zeros((n, a.shape[1], 1, s)), np.cumsum(decay[:, :, :-1] * back[:, :, :-1], 2)], 2)
+    e = ((now[:, :, None, :] - a * undone) / decay)[:, :, ::-1]  # [n, A, T, S], oldest first
+    # padded steps take the oldest real step's means; so do the steps before a clipped reading (|z| at CLIP),
+    # which cannot be undone exactly
+    clipped = np.where((np.abs(z) >= CLIP).any(2), np.arange(steps)[None, :], 0).max(1)
+    oldest = np.maximum(steps - np.asarray(valid), clipped)
+    first = np.maximum(np.arange(steps)[None, :], oldest[:, None])
+    e = np.take_along_axis(e, first[:, None, :, None], 2)
+    return e.transpose(0, 2, 1, 3).reshape(n, steps, -1)
 
 
 def reasons(feats: Features, detail: Mapping[str, Any] | None = None, limit: int = 4) -> list[str]:
