@@ -244,9 +244,9 @@ def register(subparsers: Any) -> None:
                    help="sensors: share of readings given an injected fault for the contrastive stage")
     p.add_argument("--parts", default=None,
                    help="sensors: the score's parts for multi-sensor types instead of the automatic choice, "
-                        "comma-separated from D,R,Dbar,Rbar,S,E,logit (e.g. R,Rbar,S: Rbar sees a small offset "
-                        "that lasts; it can raise false alarms where sensors lag each other). The report still "
-                        "scores every combination")
+                        "comma-separated from D,R,Dbar,Rbar,L,Lbar,S,E,logit (e.g. R,Lbar,S: Lbar sees a small "
+                        "offset that lasts and allows for sensors that lag each other; Rbar sees it too but raises "
+                        "false alarms where sensors lag). The report still scores every combination")
     p.add_argument("--resume", default=None, help="sensors: continue an interrupted run from its OUT/.train")
     p.add_argument("--lora", action="store_true", help="train LoRA adapters (merged before export) instead of all weights")
     _add_lora_flags(p)

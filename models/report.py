@@ -131,7 +131,7 @@ def sensor_parts_table(card: Mapping[str, Any]) -> str:
     v = (card.get("metrics") or {}).get("validation") or {}
     table = v.get("auprc_on_injected_by_parts") or {}
     chosen = "+".join(v.get("combine") or [])
-    singles = [k for k in ("D", "R", "Dbar", "Rbar", "S", "E", "logit") if k in table]
+    singles = [k for k in ("D", "R", "Dbar", "Rbar", "L", "Lbar", "S", "E", "logit") if k in table]
     best = [k for k, _ in sorted(((k, x) for k, x in table.items() if "+" in k and x is not None), key=lambda kv: -kv[1])[:6]]
     rows = ["| parts (all multi-sensor types) | held-out injected AUPRC |", "|---|---|"]
     for k in singles + best + ([chosen] if chosen and chosen not in singles + best else []):
@@ -166,10 +166,14 @@ def render_sensor(card: Mapping[str, Any]) -> str:
         f"Built by `{tr.get('command')}` at commit `{tr.get('commit')}`; training {summary.get('wall_s')} s "
         f"({summary.get('steps')} steps, weights of step {summary.get('selected_step')} kept), whole build "
         f"{tr.get('build_wall_s')} s.",
-        "\n**Asset types** (calibration on the newest 20% of each asset's normal rows; false-alarm rate of the "
-        "alert threshold on each half of them with the calibration fitted on the other half)\n\n" + sensor_types_table(card),
-        "\n**Score parts** (AUPRC on held-out normal rows with injected faults; `D` Mahalanobis distance, `R` worst "
-        "leave-one-out residual, `Dbar` D over the window, `E` forecast error, `logit` classifier)\n\n" + sensor_parts_table(card),
+        "\n**Asset types** (held-out: every fifth block of each asset's normal rows after its warm-up; calibrated on "
+        "them and, for a type with at least 100 readings per sensor, on its training readings too; false-alarm rate of "
+        "the alert threshold on each half of the held-out blocks with the calibration fitted on the other half)\n\n"
+        + sensor_types_table(card),
+        "\n**Score parts** (AUPRC on held-out normal rows with injected faults at full and quarter strength, the "
+        "rows a fault lingers in left out; `D` Mahalanobis distance, `R` worst leave-one-out residual, `Dbar` and "
+        "`Rbar` the same over the window, `L` and `Lbar` the lag-aware residual now and over the window, `S` "
+        "weighted run of exact repeats, `E` forecast error, `logit` classifier)\n\n" + sensor_parts_table(card),
     ]
     for split in ("test", "held_out_injected", "test_small"):
         m = (card.get("metrics") or {}).get(split)

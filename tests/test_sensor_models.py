@@ -195,7 +195,10 @@ def fine_tuned(tiny_base, tmp_path_factory) -> tuple[Path, Path]:
     train = tmp / "normal.jsonl"
     train.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in mill(1200, 3)))
     out = tmp / "mill-bundle"
-    fine_tune_sensor(tiny_base, train, out, steps=40, threads=1, progress=False, variants=(), log=lambda m: None)
+    # the product's warm-up (the tiny base's 24 readings leave a slow sensor's own level too uncertain
+    # for a window part: docs/model-card.md, Limits)
+    fine_tune_sensor(tiny_base, train, out, steps=40, threads=1, progress=False, variants=(), warmup_readings=128,
+                     log=lambda m: None)
     return out, train
 
 
@@ -209,7 +212,13 @@ def test_fine_tune_learns_a_new_asset_type_from_normal_running(fine_tuned):
     fa = v["false_alarms"]["mill"]
     assert fa["heldout_readings"] > 500 and 0.0 <= fa["heldout_false_alarm_rate"] < 0.02
     chosen = v["types"]["mill"]
-    assert set(chosen["combine"]) <= {"D", "R", "Dbar", "E", "logit"} and chosen["auprc_on_injected_by_parts"]
+    # the coolant lags the spindle: the static window parts would read every change of load as a broken
+    # relation; the lag-aware model predicts the coolant from the spindle's recent history far better
+    assert not {"Rbar", "Dbar"} & set(chosen["combine"]) and chosen["auprc_on_injected_by_parts"]
+    lag = card["sensor_model"]["types"]["mill"]["lag"]
+    coolant = card["sensor_model"]["types"]["mill"]["sensors"].index("coolant_c")
+    assert lag["sigma"][coolant] < 0.6 * lag["static_sigma"][coolant], lag
+    assert not fa["new_asset_check"]["suspect"] and fa["new_asset_check"]["assets"] == 3
     assert card["sensor_model"]["types"]["mill"]["combine"] == chosen["combine"]
     held = card["metrics"]["held_out_injected"]
     assert {"model", "pca_t2q", "pca_t2q_per_asset", "iforest"} <= set(held)
@@ -239,8 +248,12 @@ def test_fine_tuned_bundle_scores_a_relation_fault_and_says_which_sensor(fine_tu
     assert np.mean(scores[:128] >= b.alert_threshold) < 0.02  # no alert storm while the new asset warms up
 
 
-def test_fine_tune_with_the_operators_parts_catches_a_small_offset_that_lasts(tiny_base, fine_tuned, tmp_path):
-    """``--parts R,Rbar``: the window part sees a lasting offset a few noise σ off the relation, reading after reading."""
+def test_a_lasting_small_offset_is_caught_and_a_lagging_sensor_raises_no_false_alarms(tiny_base, fine_tuned, tmp_path):
+    """The automatic choice (a lag-aware window part on the mill) against ``--parts R,Rbar`` (the static one).
+
+    Both see a lasting offset a few noise σ off the relation, reading after reading; on fresh
+    normal running the static window part alarms where the coolant lags a change of speed.
+    """
     from models.sensor_pipeline import fine_tune_sensor
     from streamer.intake import Intake
     from streamer.scorer import make_scorer
@@ -257,25 +270,31 @@ def test_fine_tune_with_the_operators_parts_catches_a_small_offset_that_lasts(ti
                       "--parts", "R"]) == 2
     out = tmp_path / "mill-rbar"
     fine_tune_sensor(tiny_base, train, out, steps=40, threads=1, progress=False, variants=(), parts="R,Rbar",
-                     measure_speed=False, baselines=False, log=lambda m: None)
+                     measure_speed=False, baselines=False, warmup_readings=128, log=lambda m: None)
     b = load_bundle(out)
     v = b.card["metrics"]["validation"]
     assert b.card["sensor_model"]["types"]["mill"]["combine"] == ["R", "Rbar"] == v["combine"]
     assert v["chosen_by"] == "operator (--parts)" and v["automatic"] and v["auprc_on_injected_by_parts"]["R+Rbar"]
     assert b.card["training"]["parts"] == ["R", "Rbar"]
-    # the mill's coolant lags its speed: Rbar's normal tail is heavier than the held-out readings show,
-    # and the check on the training readings says so (the automatic choice passes it)
-    check = v["false_alarms"]["mill"]["training_check"]
-    assert check["suspect"] and check["alerts"] > 10 * check["expected"], check
-    auto = load_bundle(fine_tuned[0]).card["metrics"]["validation"]["false_alarms"]["mill"]["training_check"]
-    assert not auto["suspect"], auto
+    # enough readings per sensor: the tails are fitted on the training readings too (the held-out ones are too few)
+    assert v["false_alarms"]["mill"]["calibrated_on"].startswith("training and held-out readings")
+    auto = load_bundle(fine_tuned[0])
+
+    def alerts(bundle, events, asset=None):
+        scorer, intake = make_scorer(bundle, "cpu", "fp32", 1), Intake(bundle)
+        items = [intake.accept("t", 0, i, orjson.dumps({**e, "asset_id": asset or e["asset_id"]}))
+                 for i, e in enumerate(events)]
+        return scorer.score_batch([it.inputs for it in items]).scores >= bundle.alert_threshold
+
     evs = mill(600, 1, seed=11)
     for e in evs[300:500]:  # motor current 0.2 A high for the same speed: ~3.5 σ of what speed predicts
         e["readings"]["motor_a"] = round(e["readings"]["motor_a"] + 0.2, 4)
-    scorer, intake = make_scorer(b, "cpu", "fp32", 1), Intake(b)
-    items = [intake.accept("t", 0, i, orjson.dumps({**e, "asset_id": "mill-offset"})) for i, e in enumerate(evs)]
-    alerts = scorer.score_batch([it.inputs for it in items]).scores >= b.alert_threshold
-    assert alerts[316:500].mean() > 0.8, alerts[316:500].mean()
+    for bundle in (b, auto):
+        caught = alerts(bundle, evs, "mill-offset")[316:500].mean()
+        assert caught > 0.8, (bundle.card["sensor_model"]["types"]["mill"]["combine"], caught)
+    fresh = mill(2872, 3, seed=21)  # 8,616 normal readings of three new mills: the budget allows about one alert
+    static, lagged = int(alerts(b, fresh).sum()), int(alerts(auto, fresh).sum())
+    assert lagged <= 12 and static > 2 * max(lagged, 5), (static, lagged)
 
 
 def test_fine_tune_refuses_bad_normal_data_naming_the_row(tiny_base, tmp_path):
@@ -321,7 +340,7 @@ def test_score_file_with_the_fine_tuned_bundle_equals_the_scorer(fine_tuned, tmp
 def test_shipped_bundle_card_and_reproduction():
     b = load_bundle(SHIPPED)
     card = b.card
-    assert card["encoding_version"] == "sensor-v6" and card["architecture"]["class"].startswith("SensorNet")
+    assert card["encoding_version"] == "sensor-v7" and card["architecture"]["class"].startswith("SensorNet")
     assert card["architecture"]["backbone_config"]["model_type"] == "deepseek_v3"
     for name, t in card["sensor_model"]["types"].items():
         assert t["calibration"] and t["alert_p"] > 0, name
