@@ -1,4 +1,4 @@
-"""Study for the next sensor encoding: relation residuals that know the sensors' lags.
+"""The study behind sensor-v7's lag-aware parts (``L``, ``Lbar``): relation residuals that know the sensors' lags.
 
 Why: the shipped relation model is static (each sensor's best linear prediction
 from the others *now*). Where one sensor lags another (the test mill's coolant
@@ -12,7 +12,8 @@ ridge regression on normal running, and the window statistic is compared with
 the static one: its false alarms on fresh normal running at a threshold set on
 a calibration run, and how much of a lasting offset it catches.
 
-Not the product's code path: readings are standardised by each asset's first
+Not the product's code path (that is ``streamer.encoding.relations.lagged``, fitted by
+``models.sensor_fit.fit_lag``): here readings are standardised by each asset's first
 128 readings and the type's spread, thresholds are empirical quantiles.
 
     python -m bench.lag_relations            # a few seconds
