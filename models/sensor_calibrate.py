@@ -150,14 +150,18 @@ def training_alarms(parts: Mapping[str, np.ndarray], cal: Mapping[str, Any], use
     >>> training_alarms({"R": np.full(5000, 20.0)}, cal, ["R"], 1e-3, 0.3)["suspect"]
     True
     """
+    p = combine(parts, cal, use) * budget_scale(alert, budget)
+    return _alarm_test(int(np.sum(calibration.to_score(p) >= alert)), len(p), budget)
+
+
+def _alarm_test(alerts: int, readings: int, budget: float) -> dict[str, Any]:
+    """Alerts on normal readings against the budget: ``suspect`` when too many at the 0.1% level (Poisson)."""
     from scipy.stats import poisson
 
-    p = combine(parts, cal, use) * budget_scale(alert, budget)
-    n = len(p)
-    k = int(np.sum(calibration.to_score(p) >= alert))
-    expected = n * budget
-    chance = float(poisson.sf(k - 1, expected)) if k else 1.0
-    return {"readings": n, "alerts": k, "expected": round(expected, 3), "chance": chance, "suspect": bool(chance < 1e-3)}
+    expected = readings * budget
+    chance = float(poisson.sf(alerts - 1, expected)) if alerts else 1.0
+    return {"readings": readings, "alerts": alerts, "expected": round(expected, 3), "chance": chance,
+            "suspect": bool(chance < 1e-3)}
 
 
 def calibrates_on_training(t: Mapping[str, Any]) -> bool:
@@ -199,8 +203,6 @@ def new_asset_alarms(by_asset: Mapping[str, Mapping[str, np.ndarray]], use: Sequ
     >>> new_asset_alarms(shifted, ["R"], 3, 1e-3, 0.3)["suspect"]
     True
     """
-    from scipy.stats import poisson
-
     if len(by_asset) < 2:
         return None
     alerts = readings = 0
@@ -210,20 +212,14 @@ def new_asset_alarms(by_asset: Mapping[str, Mapping[str, np.ndarray]], use: Sequ
         p = combine(own, cal, use) * budget_scale(alert, budget)
         alerts += int(np.sum(calibration.to_score(p) >= alert))
         readings += len(p)
-    expected = readings * budget
-    chance = float(poisson.sf(alerts - 1, expected)) if alerts else 1.0
-    return {"assets": len(by_asset), "readings": readings, "alerts": alerts, "expected": round(expected, 3),
-            "chance": chance, "suspect": bool(chance < 1e-3)}
+    return {"assets": len(by_asset), **_alarm_test(alerts, readings, budget)}
 
 
 def _by_asset(parts: Sequence[Mapping[str, np.ndarray]], assets: Sequence[np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """One type's parts (several row sets) regrouped per asset."""
     ids = np.concatenate(assets)
-    out = {}
-    for a in np.unique(ids):
-        rows = ids == a
-        out[str(a)] = {k: np.concatenate([p[k] for p in parts])[rows] for k in parts[0]}
-    return out
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return {str(a): {k: v[ids == a] for k, v in joined.items()} for a in np.unique(ids)}
 
 
 def _choose(table: Mapping[str, float | None], fallback: str) -> str:
@@ -243,7 +239,7 @@ def network_candidates(types: Mapping[str, Mapping[str, Any]], names: Sequence[s
     >>> network_candidates({"tep": {"readings": 436, "sensors": ["x"] * 52}}, ["tep"], log=lambda m: None)
     ('D', 'R', 'Dbar', 'Rbar', 'L', 'Lbar', 'S')
     """
-    few = [n for n in names if types[n]["readings"] < MIN_READINGS_PER_SENSOR_FOR_NETWORK * len(types[n]["sensors"])]
+    few = [n for n in names if not calibrates_on_training(types[n])]  # the same bar: enough readings per sensor
     if not few:
         return MODEL_PARTS
     log(f"calibration: {', '.join(few)}: fewer than {MIN_READINGS_PER_SENSOR_FOR_NETWORK} normal readings per sensor; "
@@ -311,10 +307,12 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
             table["+".join(use)] = pooled(multi, use)
     alert = thresholds()["alert"]
     per_asset = {}  # multi-sensor types with training readings: each asset's normal parts (held-out and training)
-    for t in multi:
-        if t in train_by:
-            ids = [np.asarray(d.assets)[np.asarray([i[0] for i in d.inputs]) == t] for d in (normal, training[1])]
-            per_asset[t] = _by_asset([normal_by[t], train_by[t]], [np.asarray(x) for x in ids])
+    if training is not None:
+        train_types = np.asarray([i[0] for i in training[1].inputs])
+        for t in multi:
+            if t in train_by:
+                ids = [np.asarray(normal.assets)[norm_types == t], np.asarray(training[1].assets)[train_types == t]]
+                per_asset[t] = _by_asset([normal_by[t], train_by[t]], ids)
 
     def new_asset_check(use: Sequence[str]) -> dict[str, Any]:
         out = {}

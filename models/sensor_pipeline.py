@@ -37,6 +37,7 @@ from models import sensor_recipe as sr
 from models.pipeline import Log, _log, _round
 from models.sensor_calibrate import alert_budget, auprc, calibrate, check_parts, thresholds
 from models.sensor_evaluate import baseline_report, metrics, score_encoded
+from streamer.encoding import reads
 from streamer.encoding import sensors as enc
 
 
@@ -445,7 +446,7 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
     parts = check_parts(parts) if parts else None  # before the long run
     threads = resolve_threads(threads)
     base = read_card(bundle)
-    if base.get("kind") != "sensor" or base.get("encoding_version") not in (enc.ENCODING_VERSION, *enc.READS):
+    if base.get("kind") != "sensor" or not reads(enc, base.get("encoding_version")):
         raise ValueError(f"{bundle}: a {base.get('kind')!r} bundle with encoding {base.get('encoding_version')!r}; "
                          f"fine-tune needs a sensor bundle of encoding {enc.ENCODING_VERSION!r}")
     model = load_checkpoint(Path(bundle) / CHECKPOINT_DIR)

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from streamer.encoding import for_kind
+from streamer.encoding import for_kind, reads
 from streamer.tokens import TokenEncoder
 
 PACKAGE_BUNDLES = Path(__file__).resolve().parent / "bundles"
@@ -106,7 +106,7 @@ def load_bundle(path: str | Path, precision: str = "fp32") -> Bundle:
         encoding = for_kind(card["kind"])
     except ValueError as exc:
         raise BundleError(f"{path}: {exc}") from None
-    if card["encoding_version"] not in (encoding.ENCODING_VERSION, *getattr(encoding, "READS", ())):
+    if not reads(encoding, card["encoding_version"]):
         raise BundleError(
             f"{path}: encoding {card['encoding_version']!r} does not match this worker's "
             f"{encoding.ENCODING_VERSION!r}; re-export the bundle or upgrade the worker"

@@ -201,13 +201,16 @@ class SensorScorer:
         """What made this row unusual: the worst-predicted sensors and the part that weighed most (``weights``)."""
         s = len(self.spec.types[ti].sensors)
         lead = max(weights, key=weights.get)
-        r, preds, rank = a["r"][row, :s], self.predictors[ti], None
+        r, preds = a["r"][row, :s], self.predictors[ti]
+        strength = np.abs(r)
         if lead in ("L", "Lbar") and self.lag_predictors[ti] is not None:  # what the lag-aware prediction missed
             preds, lr = self.lag_predictors[ti], a["lr"][row, :, :s]
-            valid = a["step_mask"][row] > 0
-            r = lr[-1] if lead == "L" else lr[valid].mean(0)
-            rank = None if lead == "L" else np.sqrt((lr[valid] ** 2).mean(0))
-        strength = np.abs(r) if rank is None else rank
+            if lead == "L":
+                r = lr[-1]
+                strength = np.abs(r)
+            else:  # over the window: ranked by root mean square, reported as the mean (its sign)
+                lr = lr[a["step_mask"][row] > 0]
+                r, strength = lr.mean(0), np.sqrt((lr ** 2).mean(0))
         order = [int(k) for k in np.argsort(-strength)[:3] if strength[k] >= REASON_SIGMA]
         worst = [(k, float(r[k]), preds[k]) for k in order]
         e = parts["e"][row, :s]

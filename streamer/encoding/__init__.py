@@ -43,3 +43,8 @@ def for_kind(kind: str) -> ModuleType:
 
         return sensors
     raise ValueError(f"unknown kind {kind!r}: expected 'transaction' or 'sensor'")
+
+
+def reads(encoding: ModuleType, version: str | None) -> bool:
+    """Whether ``encoding`` scores cards of ``version``: its own, or an older one it lists in ``READS``."""
+    return version in (encoding.ENCODING_VERSION, *getattr(encoding, "READS", ()))

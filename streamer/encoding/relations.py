@@ -57,13 +57,17 @@ def predictors(precision: np.ndarray, top: int = 2, min_share: float = 0.1) -> l
     >>> predictors(np.linalg.inv(np.array([[1.0, 0.8, 0.0], [0.8, 1.0, 0.1], [0.0, 0.1, 1.0]])), top=1)
     [[1], [0], [1]]
     """
-    s = precision.shape[0]
+    return _strongest(np.abs(precision / np.diag(precision)[:, None]), top, min_share)
+
+
+def _strongest(weights: np.ndarray, top: int, min_share: float) -> list[list[int]]:
+    """Per row k of ``weights`` [S, S]: the (up to ``top``) columns j != k with the largest weight, each at least
+    ``min_share`` of the row's largest."""
     out = []
-    for k in range(s):
-        w = np.abs(precision[k] / precision[k, k])
+    for k in range(weights.shape[0]):
+        w = weights[k].copy()
         w[k] = 0.0
-        order = [j for j in np.argsort(-w)[:top] if w[j] > 0 and w[j] >= min_share * w.max()]
-        out.append([int(j) for j in order])
+        out.append([int(j) for j in np.argsort(-w)[:top] if w[j] > 0 and w[j] >= min_share * w.max()])
     return out
 
 
@@ -85,9 +89,4 @@ def lag_predictors(coef: np.ndarray, top: int = 2, min_share: float = 0.1) -> li
     [[1], [0]]
     """
     s = coef.shape[0]
-    w = np.abs(coef).reshape(s, -1, s).sum(1)
-    out = []
-    for k in range(s):
-        w[k, k] = 0.0
-        out.append([int(j) for j in np.argsort(-w[k])[:top] if w[k, j] > 0 and w[k, j] >= min_share * w[k].max()])
-    return out
+    return _strongest(np.abs(coef).reshape(s, -1, s).sum(1), top, min_share)

@@ -451,9 +451,9 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     residual: the relation statistics as the model sees them), plus ``d2`` [B, T]
     (that distance), ``r`` [B, S] (the residuals at the newest step), ``nov`` [B]
     (the long-memory novelty of one-sensor types, 0 for the others),
-    ``repeat_weight`` [B, S] (:func:`repeat_weights`) and ``lr`` [B, T, S] (the
-    lag-aware residuals, :func:`streamer.encoding.relations.lagged`; 0 for a type
-    without a lag model).
+    ``repeat_weight`` [B, S] (:func:`repeat_weights`) and, where a type of the batch
+    combines them, ``lr`` [B, T, S] (the lag-aware residuals,
+    :func:`streamer.encoding.relations.lagged`; 0 for the other types' rows).
     """
     sp = spec(card)
     b = len(inputs)
@@ -467,7 +467,7 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     r2 = np.zeros((b, steps), dtype=np.float32)
     rw = np.zeros((b, width), dtype=np.float64)
     by_type: dict[int, list[int]] = {}
-    lr = np.zeros((b, steps, width), dtype=np.float64)
+    lr = None  # the lag-aware residuals, where a type of the batch combines them
     for row, inp in enumerate(inputs):
         by_type.setdefault(inp[0], []).append(row)
         tmask[row, steps - inp[3]:] = 1.0
@@ -492,13 +492,17 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
             sig = np.where(np.asarray([len(inputs[r]) > 6 and inputs[r][6] for r in rows])[:, None, None], loose, sigma)
             now = np.stack([_hist_now(inputs[r], len(t.alphas)) for r in rows])
             hist = history_window(z, now, t.alphas, np.asarray([inputs[r][3] for r in rows]))
-            lr[rows, :, :s] = relations.lagged(z, hist, coef, bias, sig)
+            if lr is None:
+                lr = np.zeros((b, steps, width), dtype=np.float64)
+            lr[rows, :, :s] = np.clip(relations.lagged(z, hist, coef, bias, sig), -CLIP, CLIP)
     values[:, :, :, 2] *= np.concatenate([np.zeros((b, 1)), tmask[:, :-1]], 1)[:, :, None] * tmask[:, :, None]
     stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
-    return {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
-            "step_stats": stats.astype(np.float32), "d2": d2, "r": values[:, -1, :, 1].copy(),
-            "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64), "repeat_weight": rw,
-            "lr": np.clip(lr, -CLIP, CLIP)}
+    out = {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
+           "step_stats": stats.astype(np.float32), "d2": d2, "r": values[:, -1, :, 1].copy(),
+           "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64), "repeat_weight": rw}
+    if lr is not None:
+        out["lr"] = lr
+    return out
 
 
 def _hist_now(inp: ModelInput, n_alphas: int) -> np.ndarray:
