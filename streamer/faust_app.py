@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,29 @@ log = logging.getLogger("streamer.faust")
 
 NOOP_SCORER_ENV = "STREAMER_NOOP_SCORER"  # benchmarks only: the host side without the model
 USAGE_ERROR = 2  # the Faust command line refused its arguments: restarting would not help
+CRASHED = 1  # the exit status of a child that crashed, or whose shutdown overran its deadline
+SHUTDOWN_MARGIN_S = 15.0  # beyond the checkpoint's own bound: Faust's stop of its consumer and producer
+
+
+def exit_by(deadline_s: float, reason: str, status: int = CRASHED) -> threading.Timer:
+    """End the process with ``status`` if it is still alive after ``deadline_s``.
+
+    Why: Faust's stop awaits the Kafka clients, and a client talking to a broker that has
+    just come back (or never answers) can keep that stop waiting without end; the process
+    then serves 503 forever and the supervisor never restarts it. Nothing after the last
+    commit was acknowledged, so ending the process loses nothing: its successor reads those
+    events again. A timer thread, because the event loop is what may be stuck.
+    """
+
+    def _end() -> None:
+        log.error("faust engine: %s did not finish within %.0fs; exiting with status %d", reason, deadline_s, status)
+        logging.shutdown()
+        os._exit(status)
+
+    timer = threading.Timer(deadline_s, _end)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 class FaustCommitter:
@@ -108,6 +132,7 @@ class FaustEngine:
         self._tasks: list[asyncio.Task] = []
         self._server: MetricsServer | None = None
         self._probe: MetadataProbe | None = None
+        self._deadline: threading.Timer | None = None
         self.app = self._build_app()
 
     # ---------------------------------------------------------------- the app
@@ -208,6 +233,7 @@ class FaustEngine:
     async def _on_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
         """After Faust waited for every event to be acknowledged: the last windows, then stop."""
         self.state = "stopping"
+        self._set_deadline("the shutdown")
         if self.pipeline is not None:
             with contextlib.suppress(Exception):
                 await self.pipeline.commit(timeout=max(1.0, self.s.shutdown_timeout_s))
@@ -225,7 +251,13 @@ class FaustEngine:
         self.state = f"crashed: {type(exc).__name__}: {exc}"[:200]
         self.metrics.healthy.set(0)
         log.error("faust engine: %s; stopping (the events since the last commit will be read again)", self.state)
+        self._set_deadline("the stop after a crash")
         await self.app.crash(exc)
+
+    def _set_deadline(self, what: str) -> None:
+        """One deadline per process, from the first of crash and shutdown."""
+        if self._deadline is None:
+            self._deadline = exit_by(max(1.0, self.s.shutdown_timeout_s) + SHUTDOWN_MARGIN_S, what)
 
     # ---------------------------------------------------------------- intake
     async def accept(self, events: Iterable[Any]) -> None:
