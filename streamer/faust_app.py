@@ -54,6 +54,7 @@ from typing import Any, Iterable
 
 import faust
 
+from streamer.fetch_watch import FetchWatch
 from streamer.faust_adapter import QuietMonitor, deliver_eagerly, resume_promptly, use_fetch_max_wait
 from streamer.kafka_adapter import MetadataProbe, client_kwargs, quiet_client_logs
 from streamer.lane import build_lanes, ensure_lane_topics
@@ -133,6 +134,8 @@ class FaustEngine:
         self._server: MetricsServer | None = None
         self._probe: MetadataProbe | None = None
         self._deadline: threading.Timer | None = None
+        self.watch = FetchWatch(time.monotonic())  # is Faust's consumer still fetching?
+        self._stall: tuple[int, float] = (0, 0.0)  # its last verdict: (events waiting, seconds since one arrived)
         self.app = self._build_app()
 
     # ---------------------------------------------------------------- the app
@@ -272,6 +275,7 @@ class FaustEngine:
             if not await self._ready(tp):
                 continue  # no longer ours: left unacknowledged, its new owner reads it from the commit
             self.unacked.setdefault(tp, deque()).extend((ev.message.offset, ev) for ev in evs)
+            self.watch.received(tp, evs[-1].message.offset + 1, time.monotonic())
             await pipeline.accept(tp, [(ev.message.offset, ev.message.value, ev.message.key) for ev in evs], received)
         if pipeline.full:
             await pipeline.wait_for_space()
@@ -309,6 +313,7 @@ class FaustEngine:
         finally:
             for tp in new:
                 self.restoring.pop(tp, None)
+            self.watch.idle_since(time.monotonic())
             self._assignment_changed.set()
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -319,6 +324,7 @@ class FaustEngine:
             await self.pipeline.revoke(mine)  # Faust waited for the acks already: this writes the last windows
             for tp in mine:
                 self.unacked.pop(tp, None)
+            self.watch.forget(mine)
         self._assignment_changed.set()
 
     # ---------------------------------------------------------------- checkpoints
@@ -331,8 +337,27 @@ class FaustEngine:
             except DeliveryFailed as exc:
                 await self._crash(exc)
                 return
+            waiting, secs = self._stall = await self._fetching()
+            if waiting and secs > max(3 * s.health_stall_s, 30.0):
+                await self._crash(DeliveryFailed(f"Faust's consumer received nothing for {secs:.0f}s while {waiting} events wait in the broker"))
+                return
             await self._update_lag()
             self.metrics.healthy.set(1 if self.health()[0] else 0)
+
+    async def _fetching(self) -> tuple[int, float]:
+        """(events waiting in the broker on owned partitions, seconds since one arrived); (0, 0.0) when
+        the consumer is caught up, busy, rebalancing or restoring, or the broker did not answer (the
+        round-trip check covers that)."""
+        now = time.monotonic()
+        if self.pipeline.inflight or self.restoring or self.app.rebalancing:
+            self.watch.idle_since(now)  # not receiving is expected now
+            return 0, 0.0
+        try:
+            ends = await asyncio.wait_for(self._probe.end_offsets(self.pipeline.assigned), max(1.0, self.s.request_timeout_ms / 1000.0))
+        except Exception:  # noqa: BLE001 - the checkpoint's round trip judges the broker
+            self.watch.idle_since(time.monotonic())  # and no fetch is expected from a broker that does not answer
+            return 0, 0.0
+        return self.watch.stalled(ends, time.monotonic())
 
     async def _update_lag(self) -> None:
         tps = list(self.pipeline.assigned)
@@ -347,7 +372,11 @@ class FaustEngine:
                     self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - pos))
 
     def health(self) -> tuple[bool, str]:
-        return health(self.pipeline, self.state, self.s.health_stall_s)
+        ok, why = health(self.pipeline, self.state, self.s.health_stall_s)
+        waiting, secs = self._stall
+        if ok and waiting and secs > self.s.health_stall_s:
+            return False, f"{waiting} events wait in the broker, none received for {secs:.0f}s"
+        return ok, why
 
 
 # ---------------------------------------------------------------- the importable app

@@ -176,19 +176,30 @@ def set_fetch_max_wait(consumer: AIOKafkaConsumer, fetch_max_wait_ms: int) -> No
 
 
 class MetadataProbe:
-    """A client of its own for a cheap broker round trip, for engines whose consumer is not ours to use."""
+    """A group-less consumer of its own, for engines whose group consumer is not ours to use.
+
+    It gives a cheap broker round trip (a metadata request) and the end offsets of the
+    input partitions, so the Faust engine can tell a consumer that stopped fetching while
+    events wait (:mod:`streamer.fetch_watch`) from an idle one. It joins no group and
+    reads no records.
+    """
 
     def __init__(self, s: Settings):
-        from aiokafka.client import AIOKafkaClient
-
-        self.client = AIOKafkaClient(**client_kwargs(s), request_timeout_ms=s.request_timeout_ms)
+        self.consumer = AIOKafkaConsumer(**client_kwargs(s), group_id=None, enable_auto_commit=False, request_timeout_ms=s.request_timeout_ms)
+        self.timeout_s = s.request_timeout_ms / 1000.0
 
     async def start(self) -> None:
-        await self.client.bootstrap()
+        await self.consumer.start()
 
     async def round_trip(self) -> None:
-        await self.client.fetch_all_metadata()
+        await self.consumer.topics()
+
+    async def end_offsets(self, tps: Any) -> dict[tuple[str, int], int]:
+        """The next offset to be written, per ``(topic, partition)`` of ``tps``."""
+        if not tps:
+            return {}
+        got = await self.consumer.end_offsets([TopicPartition(tp[0], tp[1]) for tp in tps])
+        return {(tp.topic, tp.partition): o for tp, o in got.items()}
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.client.close()
+        await stop_client(self.consumer, self.timeout_s)
