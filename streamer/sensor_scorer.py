@@ -165,8 +165,7 @@ class SensorScorer:
     def probe_inputs(self) -> list[Any]:
         """One all-normal window per asset type (up to four): valid inputs without events."""
         w = self.spec.window
-        return [(t.index, np.zeros((w, len(t.sensors)), np.float32), np.zeros((w, len(t.sensors)), np.float32), w, 0.0)
-                for t in self.spec.types[:4]]
+        return [enc.ModelInput(t.index, [list(t.mean)] * w, w, 0.0, list(t.mean), list(t.std), None, False) for t in self.spec.types[:4]]
 
     def run(self, a: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         feeds = {k: a[k] for k in self.input_names}
@@ -181,7 +180,7 @@ class SensorScorer:
         logit, mu, ls = self.run(a)
         parts = score_components(a, logit, mu, ls, self.need)
         p = np.ones(len(inputs))
-        types = np.asarray([inp[0] for inp in inputs])
+        types = np.asarray([inp.type_index for inp in inputs])
         for ti in np.unique(types):
             rows = np.nonzero(types == ti)[0]
             p[rows] = combine({k: parts[k][rows] for k in self.use[ti]}, self.calib[ti], self.use[ti]) * self.scale[ti]

@@ -70,12 +70,17 @@ def test_nan_and_inf_and_text_are_errors_naming_the_field():
 
 def test_window_is_deterministic_oldest_first_and_padded_at_cold_start():
     rows = stream(normal_pump(20))
-    assert [r[1][3] for r in rows[:3]] == [1, 2, 3]  # valid steps grow from one
-    f, (ti, z, rep, valid, *_) = rows[-1]
-    assert (ti, z.shape, valid) == (enc.spec(CARD).by_set[frozenset({"flow", "current"})].index, (8, 2), 8)
+    assert [r[1].valid for r in rows[:3]] == [1, 2, 3]  # valid steps grow from one
+    f, inp = rows[-1]
+    z = enc.standardise([inp])[0][0]
+    assert (inp.type_index, z.shape, inp.valid) == (enc.spec(CARD).by_set[frozenset({"flow", "current"})].index, (8, 2), 8)
     np.testing.assert_allclose(z[-1], f["z"], rtol=1e-6)
     again = stream(normal_pump(20))
-    np.testing.assert_array_equal(again[-1][1][1], z)
+    np.testing.assert_array_equal(enc.standardise([again[-1][1]])[0][0], z)
+    # the first of three readings: padded to the left with itself, nothing repeats, only the last step is real
+    z3, rep3, _ = enc.standardise([rows[2][1]])
+    np.testing.assert_array_equal(z3[0, :6], np.repeat(z3[0, 5:6], 6, 0))
+    assert not rep3.any() and enc.stack([rows[2][1]], CARD)["step_mask"][0].tolist() == [0] * 5 + [1] * 3
 
 
 def test_cold_start_judges_a_new_asset_on_the_types_spread_widened_by_how_assets_differ():
@@ -112,7 +117,7 @@ def test_stack_mixes_asset_types_with_padding_and_computes_the_relation_statisti
     assert batch["values"].shape == (3, 8, 2, len(enc.CHANNELS))
     np.testing.assert_array_equal(batch["sensor_mask"], [[1, 1], [1, 0], [1, 1]])
     assert batch["sensor_ids"][0].tolist() == [2, 1] and batch["sensor_ids"][1].tolist() == [3, 0]
-    z = a[-1][1][1][-1].astype(np.float64)
+    z = enc.standardise([a[-1][1]])[0][0, -1].astype(np.float64)
     pump = enc.spec(CARD).by_set[frozenset({"flow", "current"})]
     r, d2 = relations.residuals(z, pump.precision)
     np.testing.assert_allclose(batch["r"][0], r, rtol=1e-5)
@@ -122,10 +127,10 @@ def test_stack_mixes_asset_types_with_padding_and_computes_the_relation_statisti
 
 def test_repeat_flag_marks_a_stuck_sensor_and_not_the_padding():
     rs = normal_pump(10) + [{"current": 11.0, "flow": 104.0}] * 4
-    _, (_, _, rep, *_) = stream(rs)[-1]
+    rep = enc.standardise([stream(rs)[-1][1]])[1][0]
     assert rep[-3:].tolist() == [[1.0, 1.0]] * 3 and rep[0].tolist() == [0.0, 0.0]
-    _, (_, _, rep0, valid0, *_) = stream(rs[:2])[-1]
-    assert valid0 == 2 and rep0.sum() == 0
+    inp0 = stream(rs[:2])[-1][1]
+    assert inp0.valid == 2 and enc.standardise([inp0])[1].sum() == 0
 
 
 def test_baseline_state_rides_in_the_newest_record_and_restores_the_same_window():
@@ -181,7 +186,7 @@ def test_a_one_sensor_type_also_measures_novelty_against_its_long_history():
     rows = stream([{"v": float(100 + 5 * rng.normal())} for _ in range(600)] + [{"v": 160.0}], asset="m", card=card)
     ordinary = [f["novelty"] for f, _ in rows[100:600]]
     assert max(ordinary) < 1.0 and rows[-1][0]["novelty"] > 4.0
-    assert rows[-1][1][4] == rows[-1][0]["novelty"]  # it travels to the scorer with the window
+    assert rows[-1][1].novelty == rows[-1][0]["novelty"]  # it travels to the scorer with the window
     assert stream([{"flow": 1.0, "current": 2.0}])[0][0]["novelty"] == 0.0  # multi-sensor types: not computed
 
 
@@ -243,8 +248,9 @@ def test_recent_history_rides_in_the_state_and_the_window_shows_it_as_it_was_at_
     rs = normal_pump(40, seed=4)
     rows = stream(rs, card=card)
     f, inp = rows[-1]
-    assert inp[5].shape == (2, 2) and inp[6] is False  # the means now (2 weights x 2 sensors); warm-up over (32)
-    hist = enc.history_window(inp[1][None].astype(np.float64), inp[5][None], (0.5, 0.1), np.array([inp[3]]))[0]
+    z, _, means = enc.standardise([inp])
+    assert means.shape == (1, 2, 2) and inp.warming is False  # the means now (2 weights x 2 sensors); warm-up over (32)
+    hist = enc.history_window(z.astype(np.float64), means, (0.5, 0.1), np.array([inp.valid]))[0]
     assert hist.shape == (8, 4)  # 8 steps x (2 weights x 2 sensors), as the stack computes them
     # forward means over every reading, standardised by the asset's normal now, equal the window's history
     x = np.asarray([[r["current"], r["flow"]] for r in rs])

@@ -38,9 +38,10 @@ True
 ...     window.append(record(ev))
 >>> f["type"], f["n_base"], [round(z, 2) for z in f["z"]]
 ('pump', 5, [0.12, 0.12])
->>> tidx, zwin, rep, n_valid, nov, hist, warming = model_input(ev, window[:-1], f)
->>> zwin.shape, n_valid
-((4, 2), 4)
+>>> inp = model_input(ev, window[:-1], f)
+>>> z, rep, hist = standardise([inp])
+>>> z.shape, inp.valid, inp.warming
+((1, 4, 2), 4, True)
 >>> check({"asset_id": "p1", "ts": 0, "readings": {"flow": 1.0}}, card)
 "sensor set ['flow'] matches no asset type of bundle s@1: type 'pump' has ['current', 'flow'] (missing 'current'); fit new types with `streamer model fine-tune --bundle BUNDLE --train NORMAL.jsonl --out DIR`"
 """
@@ -50,7 +51,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from operator import mul
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -391,40 +392,67 @@ def history_step(old: Sequence[Sequence[float]] | None, x: Sequence[float], alph
     return [[(1.0 - a) * mk + a * v for mk, v in zip(m, x)] for a, m in zip(alphas, old)]
 
 
-ModelInput = tuple  # (type index, z [T, S], repeat flags [T, S], valid steps, novelty, history means now [A, S] or None, warming up)
+class ModelInput(NamedTuple):
+    """One event's window as the intake leaves it: raw readings and the normal to judge them by.
+
+    Standardising them is :func:`standardise`'s job, for a whole batch at once (``stack``):
+    done per event, numpy's fixed cost per call on these small arrays held the worker's
+    event loop longer than the rest of the intake.
+    """
+
+    type_index: int
+    rows: Sequence[Sequence[float]]  # T readings, oldest first; fewer than T: the oldest repeated to the left
+    valid: int  # how many of the rows are real readings
+    novelty: float  # the long-memory novelty of a one-sensor type (0 for the others)
+    centre: Sequence[float]  # the asset's normal now, per sensor
+    scale: Sequence[float]
+    means: Sequence[Sequence[float]] | None  # the recent-history means after this reading [A][S] (None: the type keeps none)
+    warming: bool  # the asset's own normal is still forming (fewer than ``warmup`` readings)
 
 
 def model_input(event: Event, window: Sequence[Record], feats: Features) -> ModelInput:
-    """(type index, z window [T, S], repeat flags [T, S], valid steps, novelty, history, warming up): oldest first.
+    """The window the scorer stacks: the last T readings of the asset, oldest first, with its normal now.
 
-    Every step is standardised by the asset's normal *now*, so the window shows
-    how the readings moved relative to one reference. Fewer than T readings:
-    the oldest one is repeated to the left and ``valid`` says how many are real.
-    ``history`` holds the recent-history means (``history_step``) after this reading,
-    standardised the same way (None for a type that keeps none); ``stack`` recovers
-    them at every step of the window (:func:`history_window`): what the lag-aware
-    residuals predict each sensor from. ``warming up``
-    is true while the asset's own normal is still forming (fewer than ``warmup`` readings).
+    Every step is standardised by the asset's normal *now* (:func:`standardise`), so the
+    window shows how the readings moved relative to one reference. The recent-history means
+    (``history_step``) after this reading ride along; ``stack`` recovers them at every step of
+    the window (:func:`history_window`): what the lag-aware residuals predict each sensor from.
     """
     steps = int(feats.get("window") or WINDOW["max_events"])
-    hist = [r["x"] for r in window[-(steps - 1):]] if steps > 1 else []
-    rows = hist + [feats["x"]]
+    rows = [r["x"] for r in window[-(steps - 1):]] if steps > 1 else []
+    rows.append(feats["x"])
     valid = len(rows)
     if valid < steps:
         rows = [rows[0]] * (steps - valid) + rows
-    x = np.asarray(rows, dtype=np.float64)
-    centre = np.asarray(feats["centre"])
-    scale = np.asarray(feats["scale"])
+    return ModelInput(int(feats["type_index"]), rows, valid, float(feats.get("novelty", 0.0)), feats["centre"], feats["scale"],
+                      feats.get("e"), int(feats.get("n_base", 0)) < int(feats.get("warmup", 0)))
+
+
+def standardise(inputs: Sequence[ModelInput]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Windows of one asset type -> (z [n, T, S] float32, repeat flags [n, T, S], history means now [n, A, S] or None).
+
+    ``z`` is each reading in σ of its asset's normal now, clipped at ``CLIP``; a repeat flag is 1
+    where the raw reading equals the step before (padded steps and the first real one repeat
+    nothing); the history means are standardised the same way (None unless every input has them).
+
+    >>> inp = ModelInput(0, [[1.0, 5.0], [1.0, 7.0], [3.0, 7.0]], 2, 0.0, [1.0, 5.0], [2.0, 1.0], None, False)
+    >>> z, rep, hist = standardise([inp])
+    >>> z[0].tolist(), rep[0].tolist(), hist
+    ([[0.0, 0.0], [0.0, 2.0], [1.0, 2.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 1.0]], None)
+    """
+    x = np.asarray([inp.rows for inp in inputs], dtype=np.float64)
+    centre = np.asarray([inp.centre for inp in inputs], dtype=np.float64)[:, None, :]
+    scale = np.asarray([inp.scale for inp in inputs], dtype=np.float64)[:, None, :]
     z = np.clip((x - centre) / scale, -CLIP, CLIP).astype(np.float32)
+    steps = x.shape[1]
     rep = np.zeros_like(z)
     if steps > 1:
-        rep[1:] = (x[1:] == x[:-1])
-        rep[: steps - valid + 1] = 0.0  # padded steps and the first real one repeat nothing
+        first_real = steps - np.asarray([inp.valid for inp in inputs])
+        rep[:, 1:] = (x[:, 1:] == x[:, :-1]) & (np.arange(1, steps)[None, :] > first_real[:, None])[:, :, None]
     hist = None
-    if feats.get("e") is not None:
-        hist = np.clip((np.asarray(feats["e"]) - centre) / scale, -CLIP, CLIP)
-    return (int(feats["type_index"]), z, rep, valid, float(feats.get("novelty", 0.0)), hist,
-            int(feats.get("n_base", 0)) < int(feats.get("warmup", 0)))
+    if all(inp.means is not None for inp in inputs):
+        hist = np.clip((np.asarray([inp.means for inp in inputs], dtype=np.float64) - centre) / scale, -CLIP, CLIP)
+    return z, rep, hist
 
 
 def vector(feats: Features) -> list[float]:
@@ -457,8 +485,8 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     """
     sp = spec(card)
     b = len(inputs)
-    steps = inputs[0][1].shape[0] if b else sp.window
-    width = max((sp.types[i].precision.shape[0] for i, *_ in inputs), default=1)
+    steps = len(inputs[0].rows) if b else sp.window
+    width = max((sp.types[inp.type_index].precision.shape[0] for inp in inputs), default=1)
     values = np.zeros((b, steps, width, len(CHANNELS)), dtype=np.float32)
     ids = np.zeros((b, width), dtype=np.int64)
     smask = np.zeros((b, width), dtype=np.float32)
@@ -469,17 +497,19 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     by_type: dict[int, list[int]] = {}
     lr = None  # the lag-aware residuals, where a type of the batch combines them
     for row, inp in enumerate(inputs):
-        by_type.setdefault(inp[0], []).append(row)
-        tmask[row, steps - inp[3]:] = 1.0
+        by_type.setdefault(inp.type_index, []).append(row)
+        tmask[row, steps - inp.valid:] = 1.0
     for ti, rows in by_type.items():
         t = sp.types[ti]
         s = len(t.sensors)
-        z = np.stack([inputs[r][1] for r in rows]).astype(np.float64)  # [n, T, S]
+        group = [inputs[r] for r in rows]
+        z32, rep, means = standardise(group)
+        z = z32.astype(np.float64)  # [n, T, S]
         rr, dd = relations.residuals(z, t.precision)
-        values[rows, :, :s, 0] = z
+        values[rows, :, :s, 0] = z32
         values[rows, :, :s, 1] = np.clip(rr, -CLIP, CLIP)
         values[rows, 1:, :s, 2] = np.clip(z[:, 1:] - z[:, :-1], -CLIP, CLIP)
-        values[rows, :, :s, 3] = np.stack([inputs[r][2] for r in rows])
+        values[rows, :, :s, 3] = rep
         d2[rows] = dd / s
         r2[rows] = np.max(rr * rr, axis=2)
         ids[rows, :s] = [sp.slots.get(n, 0) for n in t.sensors]
@@ -489,9 +519,10 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
             coef, bias, sigma, loose = t.lag
             # while an asset's own normal forms, its levels are uncertain by more than the lag model's
             # tight σ allows for: those readings are judged on the static prediction's looser σ
-            sig = np.where(np.asarray([len(inputs[r]) > 6 and inputs[r][6] for r in rows])[:, None, None], loose, sigma)
-            now = np.stack([_hist_now(inputs[r], len(t.alphas)) for r in rows])
-            hist = history_window(z, now, t.alphas, np.asarray([inputs[r][3] for r in rows]))
+            sig = np.where(np.asarray([inp.warming for inp in group])[:, None, None], loose, sigma)
+            # an input without the means (a probe) takes its newest reading for every weight
+            now = means if means is not None else np.repeat(z[:, -1:, :], len(t.alphas), 1)
+            hist = history_window(z, now, t.alphas, np.asarray([inp.valid for inp in group]))
             if lr is None:
                 lr = np.zeros((b, steps, width), dtype=np.float64)
             lr[rows, :, :s] = np.clip(relations.lagged(z, hist, coef, bias, sig), -CLIP, CLIP)
@@ -499,16 +530,10 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
     out = {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
            "step_stats": stats.astype(np.float32), "d2": d2, "r": values[:, -1, :, 1].copy(),
-           "nov": np.asarray([inp[4] for inp in inputs], dtype=np.float64), "repeat_weight": rw}
+           "nov": np.asarray([inp.novelty for inp in inputs], dtype=np.float64), "repeat_weight": rw}
     if lr is not None:
         out["lr"] = lr
     return out
-
-
-def _hist_now(inp: ModelInput, n_alphas: int) -> np.ndarray:
-    """An input's history means now [A, S], or its newest reading for every weight where it has none (a probe)."""
-    h = inp[5] if len(inp) > 5 else None
-    return h if h is not None else np.tile(inp[1][-1], (n_alphas, 1))
 
 
 def history_window(z: np.ndarray, now: np.ndarray, alphas: Sequence[float], valid: np.ndarray) -> np.ndarray:
