@@ -63,7 +63,7 @@ class Settings:
     # Batching
     max_batch: int = _opt(64, "Largest micro-batch handed to the model.", "batching")
     max_wait_ms: float = _opt(5.0, "Longest time the first event of a batch waits for others.", "batching")
-    inflight_batches: int = _opt(2, "Batches scored concurrently (host work overlaps inference).", "batching")
+    inflight_batches: int = _opt(3, "Batches scored concurrently (host work overlaps inference; a third batch keeps the model busy while the others stack their windows or wait for the interpreter: docs/benchmarks.md).", "batching")
     queue_events: int = _opt(4096, "Events buffered between the consumer and the model; fetching pauses when full.", "batching")
     # Windows and delivery
     window_events: int = _opt(0, "Events kept per entity window (0: the bundle's trained value).", "windows")
