@@ -54,8 +54,8 @@ from typing import Any, Iterable
 
 import faust
 
-from streamer.fetch_watch import FetchWatch
 from streamer.faust_adapter import QuietMonitor, deliver_eagerly, resume_promptly, use_fetch_max_wait
+from streamer.fetch_watch import FetchWatch
 from streamer.kafka_adapter import MetadataProbe, client_kwargs, quiet_client_logs
 from streamer.lane import build_lanes, ensure_lane_topics
 from streamer.metrics import Metrics, MetricsServer

@@ -163,9 +163,9 @@ class SensorScorer:
         return self.choice.provider
 
     def probe_inputs(self) -> list[Any]:
-        """One all-normal window per asset type (up to four): valid inputs without events."""
+        """Per asset type (up to four), a new asset's first reading at the type's mean: valid inputs without events."""
         w = self.spec.window
-        return [enc.ModelInput(t.index, [list(t.mean)] * w, w, 0.0, list(t.mean), list(t.std), None, False) for t in self.spec.types[:4]]
+        return [enc.ModelInput(t.index, [list(t.mean)] * w, 1, 0.0, list(t.mean), list(t.std), None, True) for t in self.spec.types[:4]]
 
     def run(self, a: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         feeds = {k: a[k] for k in self.input_names}
