@@ -54,8 +54,13 @@ def alert_budget(cadence_ms: float, false_alarms_per_day: float) -> float:
     return float(min(0.05, max(1e-5, false_alarms_per_day * cadence_ms / DAY_MS)))
 
 
+def _types(data: sd.Encoded) -> np.ndarray:
+    """The asset type index of every row of ``data``."""
+    return np.asarray([i.type_index for i in data.inputs])
+
+
 def _parts_by_type(outputs: Mapping[str, np.ndarray], data: sd.Encoded) -> dict[int, dict[str, np.ndarray]]:
-    types = np.asarray([i[0] for i in data.inputs])
+    types = _types(data)
     return {int(t): {k: outputs[k][types == t] for k in PARTS} for t in np.unique(types)}
 
 
@@ -274,8 +279,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     types = card["sensor_model"]["types"]
     normal_by = _parts_by_type(val_normal, normal)
     inj_by = _parts_by_type(val_injected, injected)
-    inj_types = np.asarray([i[0] for i in injected.inputs])
-    norm_types = np.asarray([i[0] for i in normal.inputs])
+    inj_types, norm_types = _types(injected), _types(normal)
     halves = np.asarray(halves) if halves is not None else (np.arange(len(norm_types)) % 2)
     keep = ~np.asarray(ignore, dtype=bool) if ignore is not None else np.ones(len(inj_types), dtype=bool)
     inj_by = {t: {k: v[keep[inj_types == t]] for k, v in parts.items()} for t, parts in inj_by.items()}
@@ -308,19 +312,23 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     alert = thresholds()["alert"]
     per_asset = {}  # multi-sensor types with training readings: each asset's normal parts (held-out and training)
     if training is not None:
-        train_types = np.asarray([i[0] for i in training[1].inputs])
+        train_types = _types(training[1])
         for t in multi:
             if t in train_by:
                 ids = [np.asarray(normal.assets)[norm_types == t], np.asarray(training[1].assets)[train_types == t]]
                 per_asset[t] = _by_asset([normal_by[t], train_by[t]], ids)
 
+    checked: dict[str, dict[str, Any]] = {}  # combination -> its check: the chosen one was checked in the choice
+
     def new_asset_check(use: Sequence[str]) -> dict[str, Any]:
-        out = {}
-        for t, by in per_asset.items():
-            chk = new_asset_alarms(by, use, len(spec.types[t].sensors), budgets[spec.types[t].name], alert)
-            if chk is not None:
-                out[spec.types[t].name] = chk
-        return out
+        key = "+".join(use)
+        if key not in checked:
+            checked[key] = {}
+            for t, by in per_asset.items():
+                chk = new_asset_alarms(by, use, len(spec.types[t].sensors), budgets[spec.types[t].name], alert)
+                if chk is not None:
+                    checked[key][spec.types[t].name] = chk
+        return checked[key]
 
     # the fewest parts near the best AUPRC, among the combinations that do not alarm on a new asset
     open_table, rejected = dict(table), {}

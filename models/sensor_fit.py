@@ -138,7 +138,7 @@ def _standardised(per_asset: Mapping[str, np.ndarray], t: Mapping[str, Any], war
     names = t["sensors"]
     for x in per_asset.values():
         win: list[dict[str, Any]] = []
-        zs, hs = [], []
+        zs, now = [], []
         for i, row in enumerate(x):
             ev = {"asset_id": "a", "ts": i, "readings": dict(zip(names, row.tolist()))}
             ctx = context(win, i, window, 1 << 62)
@@ -146,10 +146,9 @@ def _standardised(per_asset: Mapping[str, np.ndarray], t: Mapping[str, Any], war
             rec = enc.record(ev)
             win = push(win, rec, window, 1 << 62)
             zs.append(f["z"])
-            if f["e"] is not None:
-                e = (np.asarray(f["e"]) - np.asarray(f["centre"])) / np.asarray(f["scale"])
-                hs.append(np.clip(e, -enc.CLIP, enc.CLIP).ravel())
-        out.append((np.asarray(zs), np.asarray(hs).reshape(len(zs), -1)))
+            now.append(enc.ModelInput(0, [f["x"]], 1, 0.0, f["centre"], f["scale"], f["e"], False))
+        hist = enc.standardise(now)[2] if lag and now else None  # the means as the stack sees them
+        out.append((np.asarray(zs), hist.reshape(len(zs), -1) if hist is not None else np.zeros((len(zs), 0))))
     return out
 
 

@@ -368,7 +368,7 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
         event["_x"] = x
     return {"type": t.name, "type_index": t.index, "n_base": n, "sensors": t.sensors, "x": x, "z": z,
             "centre": centre, "scale": scale, "n_hist": len(window), "window": sp.window, "novelty": nov,
-            "e": state.get("e"), "alphas": t.alphas, "warmup": sp.warmup}
+            "e": state.get("e"), "warmup": sp.warmup}
 
 
 def history_step(old: Sequence[Sequence[float]] | None, x: Sequence[float], alphas: Sequence[float],
