@@ -26,7 +26,6 @@ from streamer.sensor_scorer import PARTS, budget_scale, combine
 
 Log = Callable[[str], None]
 SEVERITY_P = {"low": 1e-3, "medium": 1e-4, "high": 1e-5, "critical": 1e-6}
-DAY_MS = 86_400_000
 MIN_CALIBRATION = 20  # held-out normal readings a type needs for its calibration
 FEW_READINGS = 400  # below this the held-out false-alarm rate is reported with a warning
 
@@ -51,7 +50,7 @@ def alert_budget(cadence_ms: float, false_alarms_per_day: float) -> float:
     >>> round(alert_budget(180_000, 1.0), 5), f"{alert_budget(1_000, 1.0):.3g}", alert_budget(10, 1.0)
     (0.00208, '1.16e-05', 1e-05)
     """
-    return float(min(0.05, max(1e-5, false_alarms_per_day * cadence_ms / DAY_MS)))
+    return float(min(0.05, max(1e-5, false_alarms_per_day * cadence_ms / calibration.DAY_MS)))
 
 
 def _types(data: sd.Encoded) -> np.ndarray:
@@ -376,7 +375,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
         cad = types[name]["cadence_ms"]
         report["false_alarms"][name] = {
             "alert_budget_per_reading": budgets[name], "heldout_false_alarm_rate": round(float(np.mean(rates)), 6),
-            "heldout_false_alarms_per_asset_day": round(float(np.mean(rates)) * DAY_MS / cad, 3),
+            "heldout_false_alarms_per_asset_day": round(float(np.mean(rates)) * calibration.DAY_MS / cad, 3),
             "heldout_readings": n, "cadence_ms": cad,
             "calibrated_on": ("training and held-out readings (the network's parts' own tails: held-out)" if extra
                               else "held-out readings")}

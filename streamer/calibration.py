@@ -105,6 +105,7 @@ def surprise(x: np.ndarray, cal: Mapping[str, Any]) -> np.ndarray:
 
 
 SCORE_DECADES = 10.0  # score 1.0 = one in 10^10 normal readings
+DAY_MS = 86_400_000  # alert budgets and false-alarm counts are per asset-day
 
 
 def to_score(p: np.ndarray) -> np.ndarray:

@@ -13,11 +13,9 @@ from typing import Any, Iterable, Iterator
 import orjson
 
 from streamer.bundle import load_bundle
+from streamer.calibration import DAY_MS
 from streamer.intake import Intake, Item
 from streamer.scorer import make_scorer
-
-
-DAY_MS = 86_400_000
 
 
 def score_lines(lines: Iterable[bytes], bundle_dir: str | Path, batch: int = 64, device: str = "cpu", precision: str = "fp32",
