@@ -52,9 +52,10 @@ class FitError(ValueError):
     """Normal data that cannot define a normal; the message names the row, asset, type or sensor."""
 
 
-def _event_readings(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple[int, dict[str, float]]]]:
-    """Per asset, (row, readings) in stream order, every reading checked."""
-    out: dict[str, list[tuple[int, dict[str, float]]]] = defaultdict(list)
+def _event_readings(events: Iterable[Mapping[str, Any]], held_key: str | None = None
+                    ) -> dict[str, list[tuple[int, dict[str, float], bool]]]:
+    """Per asset, (row, readings, held out) in stream order, every reading checked."""
+    out: dict[str, list[tuple[int, dict[str, float], bool]]] = defaultdict(list)
     sets: dict[str, frozenset] = {}
     for i, ev in enumerate(events, 1):
         readings = ev.get("readings")
@@ -73,7 +74,7 @@ def _event_readings(events: Iterable[Mapping[str, Any]]) -> dict[str, list[tuple
             raise FitError(f"{where}: asset {asset!r} reported sensors {sorted(sets[asset])} before and now "
                            f"{sorted(names)} (missing {missing}, unexpected {extra}); every event of an asset must "
                            "carry the same sensors")
-        out[asset].append((i, {k: float(v) for k, v in readings.items()}))
+        out[asset].append((i, {k: float(v) for k, v in readings.items()}, held_key is not None and held_key in ev))
     if not out:
         raise FitError("no events: normal readings are needed to fit an asset type")
     return out
@@ -236,15 +237,19 @@ def repeat_rates(per_asset: Mapping[str, np.ndarray]) -> list[float]:
 
 def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WARMUP, window: int = enc.WINDOW["max_events"],
               existing: Mapping[str, Mapping[str, Any]] | None = None,
-              adapt: int | Mapping[str, int] = 0) -> dict[str, dict[str, Any]]:
+              adapt: int | Mapping[str, int] = 0, held_key: str | None = None) -> dict[str, dict[str, Any]]:
     """Asset types found in normal ``events`` (stream order) -> their fitted normal, for ``card["sensor_model"]["types"]``.
 
+    Rows that carry ``held_key`` (``split_by_asset`` marks its held-out rows ``_half``) are checked and
+    run through the encoding in their place in the stream, so that the windows and recent-history means
+    of the rows after them are those the worker builds, but fit nothing: cutting them out instead makes
+    every gap a jump that the lag-aware relation model learns as normal.
     ``existing`` types (a base bundle's) keep their names when a sensor set matches one of them.
     ``adapt`` (readings; per type name or for all): baselines keep following normal readings after
     the warm-up with this time constant (0: frozen after the warm-up); not given for a type, the fit
     decides from the data: frozen unless normal levels move after the warm-up (``level_drift``).
     """
-    per_asset_rows = _event_readings(events)
+    per_asset_rows = _event_readings(events, held_key)
     by_set: dict[frozenset, list[str]] = defaultdict(list)
     for asset, rows in per_asset_rows.items():
         by_set[frozenset(rows[0][1])].append(asset)
@@ -256,7 +261,9 @@ def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WAR
         sensors = sorted(sset)
         name = names_by_set.get(sset) or type_name(assets, taken | set(out), sensors)
         what = f"asset type {name!r} (sensors {sensors[:16]})"
-        per_asset = {a: np.asarray([[r[k] for k in sensors] for _, r in per_asset_rows[a]]) for a in assets}
+        stream = {a: np.asarray([[r[k] for k in sensors] for _, r, _ in per_asset_rows[a]]) for a in assets}
+        fits = {a: np.asarray([not held for _, _, held in per_asset_rows[a]], dtype=bool) for a in assets}
+        per_asset = {a: x[fits[a]] for a, x in stream.items()}
         n = sum(len(x) for x in per_asset.values())
         if n < MIN_READINGS:
             raise FitError(f"{what}: {n} normal readings; need at least {MIN_READINGS} to fit its normal")
@@ -286,7 +293,7 @@ def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WAR
                              "between": between.tolist(), "assets": len(assets), "readings": n,
                              "own_scale": own_scale, "level_drift": round(moved, 3), "novelty": len(sensors) == 1,
                              "adapt": int(chosen if chosen is not None else (ADAPT_READINGS if moved > DRIFT_LIMIT else 0))}
-        zs = _standardised(per_asset, t, warmup, window)
+        zs = [(z[fits[a]], h[fits[a]]) for a, (z, h) in zip(stream, _standardised(stream, t, warmup, window))]
         tr, ho, htr, hho = [], [], [], []
         for z, h in zs:
             start = min(len(z) // 4, warmup)  # past the cold start, as the relations are used most

@@ -41,10 +41,14 @@ from streamer.encoding import reads
 from streamer.encoding import sensors as enc
 
 
+HELD = "_half"  # the key split_by_asset marks held-out rows with (its value: the half of the held-out rows)
+
+
 def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float, warmup: int = 0
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(training, held-out) events, stream order kept: per asset, after its first ``warmup`` rows (which
-    form its baseline and always train), every k-th block of consecutive rows is held out (k = 1/fraction).
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(whole stream, training, held-out) events, stream order kept: per asset, after its first ``warmup``
+    rows (which form its baseline and always train), every k-th block of consecutive rows is held out
+    (k = 1/fraction) and marked ``HELD`` in the whole stream (the stream ``fit_types`` encodes).
 
     Blocks, not the newest rows: normal running has daily cycles and operating points, and held-out
     rows that cover only the last hours of the data would calibrate the alert threshold on a slice of
@@ -52,9 +56,23 @@ def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float, warmup:
     report measures the false-alarm rate with a calibration fitted on the other.
 
     >>> evs = [{"asset_id": "a", "n": i} for i in range(300)]
-    >>> tr, ho = split_by_asset(evs, 0.2, warmup=100)
-    >>> len(tr), len(ho), ho[0]["n"], sorted({e["_half"] for e in ho})
-    (268, 32, 164, [0, 1])
+    >>> whole, tr, ho = split_by_asset(evs, 0.2, warmup=100)
+    >>> len(whole), len(tr), len(ho), ho[0]["n"], sorted({e["_half"] for e in ho})
+    (300, 268, 32, 164, [0, 1])
+    """
+    stream = mark_held(events, fraction, warmup)
+    return stream, [e for e in stream if HELD not in e], [e for e in stream if HELD in e]
+
+
+def mark_held(events: Iterable[Mapping[str, Any]], fraction: float, warmup: int = 0) -> list[dict[str, Any]]:
+    """Copies of ``events`` in stream order, the rows ``split_by_asset`` holds out marked with ``HELD``.
+
+    The whole stream is what ``fit_types`` encodes (``held_key=HELD``): the held-out rows keep their
+    place, so the readings after each held-out block have the windows and history the worker gives them.
+
+    >>> marks = [e.get(HELD) for e in mark_held([{"asset_id": "a"}] * 160, 0.5, warmup=64)]
+    >>> [i for i, m in enumerate(marks) if m is not None][::16], marks[80], marks[112]
+    ([80, 112, 144], 0, 1)
     """
     evs = [dict(e) for e in events]
     count: dict[str, int] = defaultdict(int)
@@ -62,23 +80,19 @@ def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float, warmup:
         count[str(e.get("asset_id"))] += 1
     every = max(2, int(round(1.0 / fraction))) if fraction > 0 else 0
     seen: dict[str, int] = defaultdict(int)
-    train, held = [], []
     for e in evs:
+        e.pop(HELD, None)
         a = str(e.get("asset_id"))
         i = seen[a]
         seen[a] += 1
         rest = count[a] - warmup
         if not every or i < warmup or rest <= 0:
-            train.append(e)
             continue
         size = max(16, min(64, rest // (5 * every)))
         block = (i - warmup) // size
         if block % every == every - 1:
-            e["_half"] = (block // every) % 2
-            held.append(e)
-        else:
-            train.append(e)
-    return train, held
+            e[HELD] = (block // every) % 2
+    return evs
 
 
 def cadences(events: Iterable[Mapping[str, Any]], types: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
@@ -156,8 +170,10 @@ def injected_copies(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[s
     return out
 
 
-def after_fault(events: Sequence[Mapping[str, Any]], window: int) -> np.ndarray:
+def after_fault(events: Sequence[Mapping[str, Any]], window: int, key: str = "label") -> np.ndarray:
     """Normal rows whose window still holds a faulty reading of their asset (the ``window - 1`` rows after a fault).
+
+    With ``key="_held"``: the rows whose window still holds a held-out reading.
 
     A window part (``Dbar``, ``Rbar``, ``Lbar``) describes the last ``window`` readings, so it stays
     high for that long after a fault ends; counted as false positives there, those rows made a
@@ -171,7 +187,7 @@ def after_fault(events: Sequence[Mapping[str, Any]], window: int) -> np.ndarray:
     out = np.zeros(len(events), dtype=bool)
     for i, e in enumerate(events):
         a = e.get("asset_id")
-        if e.get("label"):
+        if e.get(key):
             since[a] = 0
         elif a in since:
             since[a] += 1
@@ -207,17 +223,22 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
 
     t0 = time.perf_counter()
     types = card["sensor_model"]["types"]
-    train_n = sd.encode(train_events, card, source="training normal")
-    train_i = sd.encode(list(inject_faults(train_events, seed=int(inject["seed"]), fault_rate=float(inject["fault_rate"]))),
-                        card, source="training with injected faults")
-    # held-out rows are scored as the continuation of their asset's stream (its baseline already formed)
+    window = int(card["sensor_model"]["window"])
+    # every row is encoded in its asset's unbroken stream, as a worker meets it: encoded without the
+    # held-out blocks between them, a window (and the recent-history means) would span each gap as if
+    # the readings after it followed the ones before at once, a jump that normal running never makes
     stream = sorted([dict(e) for e in train_events] + [{**e, "_held": True} for e in held_events], key=lambda e: e["ts"])
-    whole = sd.encode(stream, card, source="held-out normal")
-    held_n = held_rows(whole, stream)
-    # the training rows as a worker meets them, in the unbroken stream: encoded without the held-out
-    # blocks between them, a window (and the recent-history means) would span each gap as if the
-    # readings after it followed the ones before at once, a jump that normal running never makes
-    train_cont = whole.take([i for i, e in enumerate(stream) if not e.get("_held")])
+    whole = sd.encode(stream, card, source="normal")
+    held_n = held_rows(whole, stream)  # the continuation of their asset's stream (its baseline already formed)
+    train_rows = [i for i, e in enumerate(stream) if not e.get("_held")]
+    train_cont = whole.take(train_rows)  # calibration and checks: every training reading
+    # the network learns from windows of training readings only: a window that holds a held-out
+    # reading would make it forecast the rows the calibration then scores as unseen
+    near = after_fault(stream, window, key="_held")
+    clear = [i for i in train_rows if not near[i]]
+    train_n = whole.take(clear)
+    injected = list(inject_faults(stream, seed=int(inject["seed"]), fault_rate=float(inject["fault_rate"])))
+    train_i = sd.encode(injected, card, source="normal with injected faults").take(clear)
     held_inj_events = injected_copies(train_events, held_events, int(inject["seed"]) + 1, float(inject["fault_rate"]))
     held_i = held_rows(sd.encode(held_inj_events, card, source="held-out with injected faults"), held_inj_events)
     log(f"data: {len(train_n)} normal training rows ({sum(train_i.labels)} injected fault rows), "
@@ -235,7 +256,7 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
                        resume=resume, log=log)
     budgets = {n: alert_budget(types[n]["cadence_ms"], false_alarms_per_day) for n in types}
     halves = np.asarray([e.get("_half", 0) for e in stream if e.get("_held")])
-    lingering = after_fault(held_inj_events, int(card["sensor_model"]["window"]))  # on the whole stream, then its held rows
+    lingering = after_fault(held_inj_events, window)  # on the whole stream, then its held rows
     report = calibrate(card, st.outputs(model, held_n, card), held_n, st.outputs(model, held_i, card), held_i, budgets,
                        halves, log, operator_parts=parts, ignore=lingering[[bool(e.get("_held")) for e in held_inj_events]],
                        # the training-readings alarm check covers multi-sensor types only: no forward pass without one
@@ -360,8 +381,9 @@ def build(out: str | Path, *, preset: str | None = None, steps_scale: float = 1.
     if use_nab:
         normal.extend(sr.nab_normal_events())
     normal.sort(key=lambda e: e["ts"])
-    train_ev, held_ev = split_by_asset(normal, recipe["validation_fraction"], recipe["warmup"])
-    types = fit.fit_types(train_ev, warmup=recipe["warmup"], window=recipe["window"], adapt=recipe.get("adapt") or 0)
+    marked, train_ev, held_ev = split_by_asset(normal, recipe["validation_fraction"], recipe["warmup"])
+    types = fit.fit_types(marked, warmup=recipe["warmup"], window=recipe["window"], adapt=recipe.get("adapt") or 0,
+                          held_key=HELD)
     for tname, c in cadences(train_ev, types).items():
         types[tname]["cadence_ms"] = c
     slots = fit.assign_slots(types, None, recipe["slots"])
@@ -455,9 +477,9 @@ def fine_tune_sensor(bundle: str | Path, train_path: str | Path, out: str | Path
         raise DataError(f"{train_path}: {len(events)} events; need at least {fit.MIN_READINGS} normal readings")
     sm = base["sensor_model"]
     warm = int(warmup_readings or sm.get("warmup", enc.DEFAULT_WARMUP))
-    train_ev, held_ev = split_by_asset(events, val_fraction, warm)
+    marked, train_ev, held_ev = split_by_asset(events, val_fraction, warm)
     try:
-        types = fit.fit_types(train_ev, warmup=warm, window=int(sm["window"]), existing=sm.get("types"))
+        types = fit.fit_types(marked, warmup=warm, window=int(sm["window"]), existing=sm.get("types"), held_key=HELD)
     except fit.FitError as exc:
         raise DataError(f"{train_path}: {exc}") from None
     for tname, c in cadences(train_ev, types).items():
