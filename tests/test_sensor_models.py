@@ -119,6 +119,25 @@ def test_fit_types_finds_the_type_its_relations_and_its_errors():
         fit.fit_types(inf)
 
 
+def test_held_out_rows_keep_their_place_in_the_stream_the_lag_model_is_fitted_on():
+    from models.sensor_pipeline import HELD, split_by_asset
+
+    whole, train, held = split_by_asset(mill(1200, 3), 0.2, warmup=128)
+    assert len(whole) == len(train) + len(held) and held and all(HELD in e for e in held)
+    gapped = fit.fit_types(train)["mill"]
+    unbroken = fit.fit_types(whole, held_key=HELD)["mill"]
+    assert unbroken["readings"] == gapped["readings"] == len(train)  # the held-out rows fit nothing
+    assert unbroken["mean"] == gapped["mean"]
+    coolant = unbroken["sensors"].index("coolant_c")
+    # a history mean that spans a held-out gap reads as a jump: cut out, the rows blur the lag
+    assert unbroken["lag"]["sigma"][coolant] < 0.85 * gapped["lag"]["sigma"][coolant], (unbroken["lag"], gapped["lag"])
+    bad = [dict(e) for e in whole]
+    k = next(i for i, e in enumerate(bad) if HELD in e)
+    bad[k]["readings"] = {**bad[k]["readings"], "motor_a": math.nan}
+    with pytest.raises(fit.FitError, match=rf"row {k + 1} .*readings\.motor_a"):  # held-out rows are checked too
+        fit.fit_types(bad, held_key=HELD)
+
+
 def test_assets_of_very_different_spreads_are_scaled_by_their_own():
     rng = np.random.default_rng(1)
     evs = [{"event_id": f"{a}-{i}", "ts": T0 + i, "asset_id": f"m{a}", "readings": {"v": float(10**a * rng.normal())}}
