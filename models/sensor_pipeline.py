@@ -264,7 +264,7 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
                        if any(not t.get("novelty") for t in types.values()) else None)
     return summary, report, {"held_injected": held_i, "held_injected_events": [e for e in held_inj_events if e.get("_held")],
                              "held_normal": held_n,
-                             "budgets": budgets, "train_rows": len(train_n)}
+                             "budgets": budgets, "train_rows": len(train_rows)}
 
 
 def _finish(out: Path, card: dict[str, Any], model: Any, held: sd.Encoded, variants: Sequence[str], measure_speed: bool,
