@@ -138,6 +138,50 @@ def test_held_out_rows_keep_their_place_in_the_stream_the_lag_model_is_fitted_on
         fit.fit_types(bad, held_key=HELD)
 
 
+def _rows(n: int, assets: int, labels: np.ndarray | None = None):
+    from types import SimpleNamespace
+
+    from models import sensor_data as sd
+
+    data = sd.Encoded()
+    data.inputs = [SimpleNamespace(type_index=0)] * n
+    data.labels = [int(x) for x in (labels if labels is not None else np.zeros(n))]
+    data.assets = [f"mill-{i * assets // n}" for i in range(n)]
+    return data
+
+
+@pytest.mark.parametrize("episode", [False, True])
+def test_a_part_that_alarms_on_the_held_out_halves_is_set_aside(episode):
+    """The strongest part on the injected faults, Rbar, is chosen unless one held-out stretch of normal
+    running pushes it over the budget when judged with a calibration fitted on the other half."""
+    from models.sensor_calibrate import calibrate
+    from streamer.sensor_scorer import PARTS
+
+    card = {"name": "t", "version": "0", "sensor_model": {"window": 16, "warmup": 128, "types": fit.fit_types(mill())}}
+    card["sensor_model"]["types"]["mill"]["cadence_ms"] = 10_000.0
+    rng = np.random.default_rng(3)
+    n, m = 2000, 2000
+    y = (rng.random(m) < 0.1).astype(int)
+    normal = {k: rng.exponential(size=n) for k in PARTS}
+    injected = {k: rng.exponential(size=m) for k in PARTS}
+    injected["Rbar"] = injected["Rbar"] + 10.0 * y
+    injected["R"] = injected["Rbar"].copy()
+    injected["R"][np.flatnonzero(y)[:2]] = 0.0  # R misses two faulty rows: a little below Rbar
+    halves = (np.arange(n) >= n // 2).astype(int)
+    if episode:
+        normal["Rbar"][1500:1506] = 40.0  # one stretch of the second half, far beyond the first half's tail
+    report = calibrate(card, normal, _rows(n, 4), injected, _rows(m, 4, y), {"mill": 1e-4}, halves, log=lambda m: None)
+    table = report["auprc_on_injected_by_parts"]
+    assert table["Rbar"] > table["R"] > table["Rbar"] - 0.01  # near-equals: the fewest parts, the best AUPRC
+    if not episode:
+        assert report["combine"] == ["Rbar"] and not report["set_aside_for_new_asset_alarms"]
+    else:
+        assert report["combine"] == ["R"], report["set_aside_for_new_asset_alarms"]
+        assert "mill (held-out halves)" in report["set_aside_for_new_asset_alarms"]["Rbar"]
+    check = report["false_alarms"]["mill"]["heldout_check"]  # the chosen combination's
+    assert not check["suspect"] and check["readings"] == n
+
+
 def test_assets_of_very_different_spreads_are_scaled_by_their_own():
     rng = np.random.default_rng(1)
     evs = [{"event_id": f"{a}-{i}", "ts": T0 + i, "asset_id": f"m{a}", "readings": {"v": float(10**a * rng.normal())}}
