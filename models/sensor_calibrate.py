@@ -137,6 +137,15 @@ def check_parts(parts: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def alert_hits(parts: Mapping[str, np.ndarray], cal: Mapping[str, Any], use: Sequence[str], budget: float,
+               alert: float) -> np.ndarray:
+    """Per row of ``parts``, whether its score reaches the alert threshold under ``cal`` and the type's ``budget``.
+
+    What the worker's scorer decides, for the checks of a calibration on normal readings.
+    """
+    return calibration.to_score(combine(parts, cal, use) * budget_scale(alert, budget)) >= alert
+
+
 def training_alarms(parts: Mapping[str, np.ndarray], cal: Mapping[str, Any], use: Sequence[str], budget: float,
                     alert: float) -> dict[str, Any]:
     """How often the alert threshold fires on the type's training readings, against what its budget allows.
@@ -156,8 +165,8 @@ def training_alarms(parts: Mapping[str, np.ndarray], cal: Mapping[str, Any], use
     >>> training_alarms({"R": np.full(5000, 20.0)}, cal, ["R"], 1e-3, 0.3)["suspect"]
     True
     """
-    p = combine(parts, cal, use) * budget_scale(alert, budget)
-    return _alarm_test(int(np.sum(calibration.to_score(p) >= alert)), len(p), budget)
+    hits = alert_hits(parts, cal, use, budget, alert)
+    return _alarm_test(int(hits.sum()), len(hits), budget)
 
 
 def _alarm_test(alerts: int, readings: int, budget: float) -> dict[str, Any]:
@@ -215,9 +224,9 @@ def new_asset_alarms(by_asset: Mapping[str, Mapping[str, np.ndarray]], use: Sequ
     for a, own in by_asset.items():
         others = {k: np.concatenate([p[k] for b, p in by_asset.items() if b != a]) for k in use}
         cal = calibrate_parts(others, use, sensors)
-        p = combine(own, cal, use) * budget_scale(alert, budget)
-        alerts += int(np.sum(calibration.to_score(p) >= alert))
-        readings += len(p)
+        hits = alert_hits(own, cal, use, budget, alert)
+        alerts += int(hits.sum())
+        readings += len(hits)
     return {"assets": len(by_asset), **_alarm_test(alerts, readings, budget)}
 
 
@@ -353,22 +362,27 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
                 ids = [np.asarray(normal.assets)[norm_types == t], np.asarray(training[1].assets)[train_types == t]]
                 per_asset[t] = _by_asset([normal_by[t], train_by[t]], ids)
 
+    split: dict[tuple[int, str], tuple[list[float], int]] = {}  # (type, combination) -> its split check
+
     def split_alarms(t: int, use: Sequence[str]) -> tuple[list[float], int]:
         """The alert threshold on each half of the type's held-out readings, calibrated on the other half
-        (and on the training readings where the type takes them): (false-alarm rate per half, alerts)."""
-        parts, name = normal_by[t], spec.types[t].name
-        n = len(parts["D"])
-        half = halves[norm_types == t] == 0
-        if half.all() or not half.any():
-            half = np.arange(n) < n // 2
-        rates, alerts = [], 0
-        for fit_rows, check_rows in ((half, ~half), (~half, half)):
-            c = calibrate_parts({k: v[fit_rows] for k, v in parts.items()}, use, len(spec.types[t].sensors), extra_of(t))
-            p = combine({k: v[check_rows] for k, v in parts.items()}, c, use) * budget_scale(alert, budgets[name])
-            hits = calibration.to_score(p) >= alert
-            rates.append(float(np.mean(hits)))
-            alerts += int(hits.sum())
-        return rates, alerts
+        (and on the training readings where the type takes them): (false-alarm rate per half, alerts).
+        Kept per combination: the choice's check and the report read the same figures."""
+        key = (t, "+".join(use))
+        if key not in split:
+            parts, name = normal_by[t], spec.types[t].name
+            n = len(parts["D"])
+            half = halves[norm_types == t] == 0
+            if half.all() or not half.any():
+                half = np.arange(n) < n // 2
+            rates, alerts = [], 0
+            for fit_rows, check_rows in ((half, ~half), (~half, half)):
+                c = calibrate_parts({k: v[fit_rows] for k, v in parts.items()}, use, len(spec.types[t].sensors), extra_of(t))
+                hits = alert_hits({k: v[check_rows] for k, v in parts.items()}, c, use, budgets[name], alert)
+                rates.append(float(np.mean(hits)))
+                alerts += int(hits.sum())
+            split[key] = (rates, alerts)
+        return split[key]
 
     held_checked: dict[str, dict[str, Any]] = {}
 
@@ -426,6 +440,7 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
         log("calibration: --parts ignored: it sets the parts of multi-sensor types, and there is none "
             "(one-sensor types are judged by their novelty N)")
     chosen_check = new_asset_check(chosen) if multi else {}
+    chosen_held = held_out_check(chosen) if multi else {}
     for t, parts in sorted(normal_by.items()):
         name = spec.types[t].name
         use = ["N"] if t in single else chosen
@@ -442,8 +457,8 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
             "heldout_readings": n, "cadence_ms": cad,
             "calibrated_on": ("training and held-out readings (the network's parts' own tails: held-out)" if extra
                               else "held-out readings")}
-        if name in held_out_check(chosen):
-            report["false_alarms"][name]["heldout_check"] = held_out_check(chosen)[name]
+        if name in chosen_held:
+            report["false_alarms"][name]["heldout_check"] = chosen_held[name]
         if name in chosen_check:
             report["false_alarms"][name]["new_asset_check"] = chosen_check[name]
             if chosen_check[name]["suspect"]:
