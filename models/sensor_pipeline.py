@@ -27,7 +27,7 @@ import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -61,7 +61,7 @@ def split_by_asset(events: Iterable[Mapping[str, Any]], fraction: float, warmup:
     (300, 268, 32, 164, [0, 1])
     """
     stream = mark_held(events, fraction, warmup)
-    return stream, [e for e in stream if HELD not in e], [e for e in stream if HELD in e]
+    return stream, [e for e in stream if not is_held(e)], [e for e in stream if is_held(e)]
 
 
 def mark_held(events: Iterable[Mapping[str, Any]], fraction: float, warmup: int = 0) -> list[dict[str, Any]]:
@@ -148,7 +148,7 @@ def injected_copies(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[s
     faulty ones (at least one copy per fault strength in ``strengths``, taken in turn; at most ``MAX_COPIES``,
     then again at 3x and 9x the fault rate): a small held-out set (the Tennessee Eastman protocol leaves 64
     readings) would otherwise hold no fault to choose parts on and report. Held-out rows are marked
-    ``_held``; they are scored as the continuation of their asset's stream."""
+    ``HELD`` (their half kept); they are scored as the continuation of their asset's stream."""
     from streamer.synth.sensors import inject_faults
 
     for rate in (fault_rate, min(0.45, 3 * fault_rate), min(0.45, 9 * fault_rate)):  # short held-out streams
@@ -161,7 +161,7 @@ def injected_copies(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[s
             out.extend({**tag(e), "label": 0, "fault_type": None} for e in train)
             for e in inject_faults([tag(e) for e in held], seed=seed + 1000 * k, fault_rate=rate, min_history=0,
                                    strength=strengths[k % len(strengths)]):
-                out.append({**e, "_held": True})
+                out.append({**e, HELD: e.get(HELD, 0)})
                 got += int(e["label"])
                 n_held += 1
         if got >= positives:
@@ -170,10 +170,11 @@ def injected_copies(train: Sequence[Mapping[str, Any]], held: Sequence[Mapping[s
     return out
 
 
-def after_fault(events: Sequence[Mapping[str, Any]], window: int, key: str = "label") -> np.ndarray:
+def after_fault(events: Sequence[Mapping[str, Any]], window: int,
+                marked: Callable[[Mapping[str, Any]], bool] = lambda e: bool(e.get("label"))) -> np.ndarray:
     """Normal rows whose window still holds a faulty reading of their asset (the ``window - 1`` rows after a fault).
 
-    With ``key="_held"``: the rows whose window still holds a held-out reading.
+    With ``marked=is_held``: the rows whose window still holds a held-out reading.
 
     A window part (``Dbar``, ``Rbar``, ``Lbar``) describes the last ``window`` readings, so it stays
     high for that long after a fault ends; counted as false positives there, those rows made a
@@ -187,7 +188,7 @@ def after_fault(events: Sequence[Mapping[str, Any]], window: int, key: str = "la
     out = np.zeros(len(events), dtype=bool)
     for i, e in enumerate(events):
         a = e.get("asset_id")
-        if e.get(key):
+        if marked(e):
             since[a] = 0
         elif a in since:
             since[a] += 1
@@ -195,9 +196,14 @@ def after_fault(events: Sequence[Mapping[str, Any]], window: int, key: str = "la
     return out
 
 
+def is_held(event: Mapping[str, Any]) -> bool:
+    """Whether ``split_by_asset`` held the row out."""
+    return HELD in event
+
+
 def held_rows(data: sd.Encoded, events: Sequence[Mapping[str, Any]]) -> sd.Encoded:
     """The rows of ``data`` (encoded from ``events``) that are held out."""
-    return data.take([i for i, e in enumerate(events) if e.get("_held")])
+    return data.take([i for i, e in enumerate(events) if is_held(e)])
 
 
 def _new_rows_from_trained(model: Any, slots: Mapping[str, int], trained: set[int]) -> None:
@@ -227,14 +233,14 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
     # every row is encoded in its asset's unbroken stream, as a worker meets it: encoded without the
     # held-out blocks between them, a window (and the recent-history means) would span each gap as if
     # the readings after it followed the ones before at once, a jump that normal running never makes
-    stream = sorted([dict(e) for e in train_events] + [{**e, "_held": True} for e in held_events], key=lambda e: e["ts"])
+    stream = sorted([dict(e) for e in train_events] + [dict(e) for e in held_events], key=lambda e: e["ts"])
     whole = sd.encode(stream, card, source="normal")
     held_n = held_rows(whole, stream)  # the continuation of their asset's stream (its baseline already formed)
-    train_rows = [i for i, e in enumerate(stream) if not e.get("_held")]
+    train_rows = [i for i, e in enumerate(stream) if not is_held(e)]
     train_cont = whole.take(train_rows)  # calibration and checks: every training reading
     # the network learns from windows of training readings only: a window that holds a held-out
     # reading would make it forecast the rows the calibration then scores as unseen
-    near = after_fault(stream, window, key="_held")
+    near = after_fault(stream, window, is_held)
     clear = [i for i in train_rows if not near[i]]
     train_n = whole.take(clear)
     injected = list(inject_faults(stream, seed=int(inject["seed"]), fault_rate=float(inject["fault_rate"])))
@@ -255,14 +261,14 @@ def _fit_model(card: dict[str, Any], train_events: list[dict[str, Any]], held_ev
     summary = st.train(model, pools, cfg, select=select if val_y.sum() else None, checkpoint_dir=out / ".train",
                        resume=resume, log=log)
     budgets = {n: alert_budget(types[n]["cadence_ms"], false_alarms_per_day) for n in types}
-    halves = np.asarray([e.get("_half", 0) for e in stream if e.get("_held")])
+    halves = np.asarray([e[HELD] for e in stream if is_held(e)])
     lingering = after_fault(held_inj_events, window)  # on the whole stream, then its held rows
     report = calibrate(card, st.outputs(model, held_n, card), held_n, st.outputs(model, held_i, card), held_i, budgets,
-                       halves, log, operator_parts=parts, ignore=lingering[[bool(e.get("_held")) for e in held_inj_events]],
+                       halves, log, operator_parts=parts, ignore=lingering[[is_held(e) for e in held_inj_events]],
                        # the training-readings alarm check covers multi-sensor types only: no forward pass without one
                        training=(st.outputs(model, train_cont, card), train_cont)
                        if any(not t.get("novelty") for t in types.values()) else None)
-    return summary, report, {"held_injected": held_i, "held_injected_events": [e for e in held_inj_events if e.get("_held")],
+    return summary, report, {"held_injected": held_i, "held_injected_events": [e for e in held_inj_events if is_held(e)],
                              "held_normal": held_n,
                              "budgets": budgets, "train_rows": len(train_rows)}
 
