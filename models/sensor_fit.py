@@ -221,18 +221,39 @@ def _choose_shrinkage(train: np.ndarray, held: np.ndarray) -> tuple[float, dict[
     return best, scores
 
 
-def repeat_rates(per_asset: Mapping[str, np.ndarray]) -> list[float]:
+def normal_limits(per_asset: Mapping[str, np.ndarray]) -> dict[str, list[float]]:
+    """Per sensor, the lowest and highest reading of the type's normal running (``enc.repeat_flags``).
+
+    >>> normal_limits({"a": np.array([[1.0, 5.0], [2.0, 5.0]]), "b": np.array([[0.0, 6.0]])})
+    {'lo': [0.0, 5.0], 'hi': [2.0, 6.0]}
+    """
+    x = np.concatenate(list(per_asset.values()))
+    return {"lo": x.min(0).tolist(), "hi": x.max(0).tolist()}
+
+
+def repeat_rates(per_asset: Mapping[str, np.ndarray], limits: Mapping[str, Sequence[float]] | None = None) -> list[float]:
     """Per sensor, how often a reading exactly repeats the one before, in normal running.
 
     Smoothed (half a repeat in, one pair more) so that a sensor never seen to repeat
-    gets a small chance rather than none.
+    gets a small chance rather than none. With ``limits`` (:func:`normal_limits`),
+    repeats at or beyond them do not count, as the encoding does not flag them: a meter
+    that idles at 0 does not make its repeats inside the range look common.
 
-    >>> repeat_rates({"a": np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [4.0, 6.0]])})
+    >>> x = {"a": np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [4.0, 6.0]])}
+    >>> repeat_rates(x)
     [0.125, 0.625]
+    >>> repeat_rates(x, normal_limits(x))
+    [0.125, 0.125]
     """
     pairs = sum(max(len(x) - 1, 0) for x in per_asset.values())
-    same = sum((x[1:] == x[:-1]).sum(0) for x in per_asset.values() if len(x) > 1)
-    return [round((float(k) + 0.5) / (pairs + 1), 6) for k in np.broadcast_to(same, (next(iter(per_asset.values())).shape[1],))]
+    width = next(iter(per_asset.values())).shape[1]
+    same = np.zeros(width)
+    for x in per_asset.values():
+        if len(x) > 1:
+            flags = enc.repeat_flags(x[None], np.array([len(x)]), None if limits is None else
+                                     (np.asarray(limits["lo"]), np.asarray(limits["hi"])))
+            same += flags[0].sum(0)
+    return [round((float(k) + 0.5) / (pairs + 1), 6) for k in same]
 
 
 def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WARMUP, window: int = enc.WINDOW["max_events"],
@@ -317,7 +338,8 @@ def fit_types(events: Iterable[Mapping[str, Any]], warmup: int = enc.DEFAULT_WAR
         t["shrinkage"] = lam
         t["shrinkage_heldout_loglik"] = lls
         t["relation_strength"] = round(relation_strength(t), 4)
-        t["repeat_p"] = repeat_rates(per_asset)
+        t["limits"] = normal_limits(per_asset)
+        t["repeat_p"] = repeat_rates(per_asset, t["limits"])
         if len(sensors) > 1:
             t["lag"] = fit_lag((train, np.concatenate(htr)), (held, np.concatenate(hho)))
         out[name] = t

@@ -18,7 +18,9 @@ Its parts, each put on the scale of normal running for its asset type
   lasts still is (types fitted before bundle 3.3 have no lag model: 0);
 - ``S``: the run of exactly repeated readings ending now, weighted per sensor by
   how rarely that sensor repeats a reading in normal running (a stuck sensor;
-  ``streamer.encoding.sensors.repeat_weights``);
+  ``streamer.encoding.sensors.repeat_weights``). From bundle 3.5 the run is
+  counted in the asset's state, beyond the window, and a repeat at the edge of
+  the type's normal range (a meter pinned at 0) does not count;
 - ``E``: the model's standardised error forecasting the newest reading from
   the ones before (mean over sensors): what the dynamics did not lead to expect;
 - ``logit``: the model's classifier, trained to tell injected faults from
@@ -98,12 +100,8 @@ def score_components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndar
         out["L"] = (lr[:, -1] ** 2).max(1)
         out["Lbar"] = ((lr * lr) * tm[:, :, None]).sum(1).max(1) / steps
     if "S" in want:
-        rep = a["values"][:, :, :, 3] * sm[:, None, :]
-        run = np.zeros(rep.shape[::2])  # [B, S]: exact repeats ending at the newest step
-        alive = np.ones_like(run)
-        for t in range(rep.shape[1] - 1, 0, -1):
-            alive = alive * rep[:, t]
-            run += alive
+        # [B, S]: exact repeats ending at the newest step, counted in the asset's state or its window
+        run = (a["runs"] if "runs" in a else enc.window_runs(a["values"][:, :, :, 3])) * sm
         weighted = run * a["repeat_weight"] if "repeat_weight" in a else run
         out["S"] = weighted.max(1)
         out["run"] = run[np.arange(len(run)), np.argmax(weighted, axis=1)]

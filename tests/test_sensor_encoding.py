@@ -221,6 +221,45 @@ def test_a_stuck_sensor_counts_by_how_rarely_it_repeats_in_normal_running():
     assert score_components(plain, zeros, plain["values"][:, -1, :, 0], np.zeros((2, 2)))["S"].tolist() == [7.0, 2.0]
 
 
+def test_a_sensor_pinned_at_the_edge_of_its_normal_range_is_not_stuck():
+    """A flow meter that reads exactly 0 when the pump idles repeats 0 in normal running: those
+    repeats neither make S nor make its repeats look common; frozen inside its range, it still counts."""
+    from models.sensor_fit import fit_types
+
+    rng = np.random.default_rng(2)
+    events = []
+    for i in range(600):
+        load = rng.normal()
+        idle = (i // 40) % 3 == 2  # every third stretch of 40 readings the pump idles
+        events.append({"event_id": f"e{i}", "asset_id": "p1", "ts": T0 + i * 1000,
+                       "readings": {"current": (1.0 if idle else 10 + load) + 0.3 * rng.normal(),
+                                    "flow": 0.0 if idle else max(0.0, 100 + 5 * load + 1.5 * rng.normal())}})
+    (fitted,) = fit_types(events, warmup=32, window=8).values()
+    q = dict(zip(fitted["sensors"], fitted["repeat_p"]))
+    assert fitted["limits"]["lo"][fitted["sensors"].index("flow")] == 0.0
+    assert q["flow"] < 0.01  # its 190-odd repeats at 0 are not the flow's repeat rate
+    card = {**CARD, "sensor_model": {**CARD["sensor_model"], "types": {
+        "pump": {**CARD["sensor_model"]["types"]["pump"], **{k: fitted[k] for k in ("repeat_p", "limits")}}}}}
+    held = normal_pump(12)
+    idling = held + [{"current": 1.0 + 0.1 * i, "flow": 0.0} for i in range(6)]
+    frozen = held + [{"current": 10.0 + 0.1 * i, "flow": 104.0} for i in range(6)]
+    zeros = np.zeros(2)
+    b = enc.stack([stream(idling, card=card)[-1][1], stream(frozen, card=card)[-1][1]], card)
+    parts = score_components(b, zeros, b["values"][:, -1, :, 0], np.zeros((2, 2)))
+    assert parts["S"][0] == 0.0 and b["values"][0, :, :, 3].sum() == 0.0
+    assert parts["run"][1] == 5.0 and parts["S"][1] > 10.0  # 5 repeats of a flow that never repeats
+    # the run is counted in the asset's state, past the window of 8: a gauge frozen for 30 readings
+    long = enc.stack([stream(held + [{"current": 10.0 + 0.1 * i, "flow": 104.0} for i in range(30)], card=card)[-1][1]], card)
+    assert score_components(long, zeros[:1], long["values"][:, -1, :, 0], np.zeros((1, 2)))["run"][0] == 29.0
+    # the same card without limits (bundles before 3.5.0) counts the idle repeats too, in the window alone
+    old = {**card, "sensor_model": {**card["sensor_model"], "types": {"pump": {
+        k: v for k, v in card["sensor_model"]["types"]["pump"].items() if k != "limits"}}}}
+    b_old = enc.stack([stream(idling, card=old)[-1][1]], old)
+    assert score_components(b_old, zeros[:1], b_old["values"][:, -1, :, 0], np.zeros((1, 2)))["S"][0] > 10.0
+    b_old = enc.stack([stream(held + [{"current": 10.0 + 0.1 * i, "flow": 104.0} for i in range(30)], card=old)[-1][1]], old)
+    assert score_components(b_old, zeros[:1], b_old["values"][:, -1, :, 0], np.zeros((1, 2)))["run"][0] == 7.0
+
+
 def test_repeat_rates_are_fitted_per_sensor_from_normal_running():
     from models.sensor_fit import fit_types
 

@@ -58,8 +58,9 @@ import numpy as np
 from streamer.encoding import novelty, relations
 
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v7"  # v7: the others' recent history (lag-aware residuals); v6: novelty v6 (one-sensor types); v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
-READS = ("sensor-v6",)  # a v6 card has no lag model: its types keep no history and score as before
+ENCODING_VERSION = "sensor-v8"  # v8: a repeat at the edge of the type's normal range is a sensor pinned at a limit, not stuck; v7: the others' recent history (lag-aware residuals); v6: novelty v6 (one-sensor types); v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
+# a v6 card has no lag model: its types keep no history; a v7 card has no limits: every repeat counts. Both score as before
+READS = ("sensor-v6", "sensor-v7")
 
 # The window the worker keeps per asset (the card repeats it as card["window"]); the model sees
 # the last ``sensor_model.window`` readings of it.
@@ -101,6 +102,9 @@ class AssetType:
     alphas: tuple[float, ...] = ()  # weights of the recent-history means the state keeps (``history_step``); () keeps none
     lag: tuple[np.ndarray, ...] | None = None  # (coef [S, S(1+A)], bias [S], sigma [S], warm-up sigma [S]): ``relations.lagged``
     lag_used: bool = True  # the type's score combines L or Lbar (or has no combination yet): ``stack`` computes them
+    # (lowest, highest) normal reading per sensor (``repeat_flags``); a type that has them (bundles from 3.5)
+    # also counts each sensor's run of repeats in the asset's state, beyond the window (``repeat_runs``)
+    limits: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ def spec(card: Mapping[str, Any]) -> Spec:
                                bool(t.get("own_scale", False)), int(t.get("adapt", 0)), tuple(map(tuple, prec.tolist())),
                                bool(t.get("novelty", False)), repeat_weights(t.get("repeat_p"), len(sensors)),
                                *_lag(t.get("lag"), len(sensors)),
-                               not t.get("combine") or bool({"L", "Lbar"} & set(t["combine"]))))
+                               not t.get("combine") or bool({"L", "Lbar"} & set(t["combine"])), _limits(t.get("limits"), len(sensors))))
     slots = dict(sm.get("slots") or {})
     out = Spec(f"{card.get('name', '?')}@{card.get('version', '?')}", int(sm.get("window", WINDOW["max_events"])),
                int(sm.get("warmup", DEFAULT_WARMUP)), tuple(types), {frozenset(t.sensors): t for t in types},
@@ -156,6 +160,14 @@ def _lag(lag: Mapping[str, Any] | None, s: int) -> tuple[tuple[float, ...], Any]
     sigma = np.asarray(lag["sigma"], dtype=np.float64)
     return alphas, (coef, np.asarray(lag["bias"], dtype=np.float64), sigma,
                     np.maximum(np.asarray(lag.get("static_sigma") or sigma, dtype=np.float64), sigma))
+
+
+def _limits(limits: Mapping[str, Any] | None, s: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(lowest, highest) normal reading per sensor of a card type's ``limits`` (absent before bundle 3.5: None)."""
+    if not limits:
+        return None
+    lo, hi = (tuple(float(v) for v in limits[k]) for k in ("lo", "hi"))
+    return (lo, hi) if len(lo) == len(hi) == s else None
 
 
 def repeat_weights(repeat_p: Sequence[float] | None, n: int) -> tuple[float, ...]:
@@ -363,12 +375,44 @@ def features(event: Event, window: Sequence[Record], card: Mapping[str, Any] | N
         state["v"] = news
     if t.alphas:
         state["e"] = history_step((prev or {}).get("e"), x, t.alphas, window)
+    if t.limits is not None:
+        state["r"] = repeat_runs((prev or {}).get("r"), x, window, t.limits)
     if isinstance(event, dict):
         event[STATE_KEY] = state
         event["_x"] = x
     return {"type": t.name, "type_index": t.index, "n_base": n, "sensors": t.sensors, "x": x, "z": z,
             "centre": centre, "scale": scale, "n_hist": len(window), "window": sp.window, "novelty": nov,
-            "e": state.get("e"), "warmup": sp.warmup}
+            "e": state.get("e"), "warmup": sp.warmup, "runs": state.get("r")}
+
+
+def repeat_runs(old: Sequence[int] | None, x: Sequence[float], window: Sequence[Record],
+                limits: tuple[Sequence[float], Sequence[float]]) -> list[int]:
+    """Per sensor, how many readings in a row up to ``x`` repeated the one before exactly (``repeat_flags``).
+
+    Kept in the asset's state, the count goes on past the model's window: a gauge that
+    holds its value a third of the time is caught only after tens of repeats, more than
+    a window of 16 readings shows. An asset without the counts yet (a state from before
+    bundle 3.5) starts them from the readings its window holds.
+
+    >>> lim = ([0.0, 0.0], [9.0, 9.0])
+    >>> repeat_runs([4, 1], [3.0, 5.0], [{"x": [3.0, 4.0]}], lim)
+    [5, 0]
+    >>> repeat_runs(None, [3.0, 0.0], [{"x": [3.0, 0.0]}, {"x": [3.0, 0.0]}], lim)  # 0 is the edge: not counted
+    [2, 0]
+    """
+    if not window or len(window[-1].get("x") or ()) != len(x):
+        return [0] * len(x)
+    lo, hi = limits
+    if old is None or len(old) != len(x):
+        rows = [r["x"] for r in window if len(r.get("x") or ()) == len(x)]
+        old = []
+        for k in range(len(x)):
+            run = 0
+            while run + 1 < len(rows) and rows[-1 - run][k] == rows[-2 - run][k] and lo[k] < rows[-1][k] < hi[k]:
+                run += 1
+            old.append(run)
+    last = window[-1]["x"]
+    return [int(old[k]) + 1 if v == last[k] and lo[k] < v < hi[k] else 0 for k, v in enumerate(x)]
 
 
 def history_step(old: Sequence[Sequence[float]] | None, x: Sequence[float], alphas: Sequence[float],
@@ -408,6 +452,7 @@ class ModelInput(NamedTuple):
     scale: Sequence[float]
     means: Sequence[Sequence[float]] | None  # the recent-history means after this reading [A][S] (None: the type keeps none)
     warming: bool  # the asset's own normal is still forming (fewer than ``warmup`` readings)
+    runs: Sequence[int] | None = None  # per sensor, repeats in a row up to this reading (``repeat_runs``; None: count in the window)
 
 
 def model_input(event: Event, window: Sequence[Record], feats: Features) -> ModelInput:
@@ -425,15 +470,16 @@ def model_input(event: Event, window: Sequence[Record], feats: Features) -> Mode
     if valid < steps:
         rows = [rows[0]] * (steps - valid) + rows
     return ModelInput(int(feats["type_index"]), rows, valid, float(feats.get("novelty", 0.0)), feats["centre"], feats["scale"],
-                      feats.get("e"), int(feats.get("n_base", 0)) < int(feats.get("warmup", 0)))
+                      feats.get("e"), int(feats.get("n_base", 0)) < int(feats.get("warmup", 0)), feats.get("runs"))
 
 
-def standardise(inputs: Sequence[ModelInput]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def standardise(inputs: Sequence[ModelInput], limits: tuple[np.ndarray, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Windows of one asset type -> (z [n, T, S] float32, repeat flags [n, T, S], history means now [n, A, S] or None).
 
-    ``z`` is each reading in σ of its asset's normal now, clipped at ``CLIP``; a repeat flag is 1
-    where the raw reading equals the step before (padded steps and the first real one repeat
-    nothing); the history means are standardised the same way (None unless every input has them).
+    ``z`` is each reading in σ of its asset's normal now, clipped at ``CLIP``; the repeat flags
+    are :func:`repeat_flags` (``limits``: the type's, or None); the history means are
+    standardised the same way (None unless every input has them).
 
     >>> inp = ModelInput(0, [[1.0, 5.0], [1.0, 7.0], [3.0, 7.0]], 2, 0.0, [1.0, 5.0], [2.0, 1.0], None, False)
     >>> z, rep, hist = standardise([inp])
@@ -444,15 +490,37 @@ def standardise(inputs: Sequence[ModelInput]) -> tuple[np.ndarray, np.ndarray, n
     centre = np.asarray([inp.centre for inp in inputs], dtype=np.float64)[:, None, :]
     scale = np.asarray([inp.scale for inp in inputs], dtype=np.float64)[:, None, :]
     z = np.clip((x - centre) / scale, -CLIP, CLIP).astype(np.float32)
-    steps = x.shape[1]
-    rep = np.zeros_like(z)
-    if steps > 1:
-        first_real = steps - np.asarray([inp.valid for inp in inputs])
-        rep[:, 1:] = (x[:, 1:] == x[:, :-1]) & (np.arange(1, steps)[None, :] > first_real[:, None])[:, :, None]
+    rep = repeat_flags(x, np.asarray([inp.valid for inp in inputs]), limits).astype(np.float32)
     hist = None
     if all(inp.means is not None for inp in inputs):
         hist = np.clip((np.asarray([inp.means for inp in inputs], dtype=np.float64) - centre) / scale, -CLIP, CLIP)
     return z, rep, hist
+
+
+def repeat_flags(x: np.ndarray, valid: np.ndarray, limits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """1 where a raw reading [n, T, S] equals the step before, 0 elsewhere; a stuck sensor's trace.
+
+    Padded steps and the first real one repeat nothing. With the type's ``limits`` (lowest and
+    highest normal reading per sensor), a repeat at or beyond them is not flagged: a meter
+    pinned at the end of its range (no traffic reads exactly 0, a valve fully open) holds its
+    value in normal running, and a reading that far out is what the level and relation parts
+    judge. A sensor frozen *inside* its range is what only the repeats show.
+
+    >>> x = np.array([[[0.0, 5.0], [0.0, 5.0], [0.0, 5.0]]])
+    >>> repeat_flags(x, np.array([3]))[0].tolist()
+    [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+    >>> repeat_flags(x, np.array([3]), (np.array([0.0, 1.0]), np.array([9.0, 9.0])))[0].tolist()
+    [[0.0, 0.0], [0.0, 1.0], [0.0, 1.0]]
+    """
+    n, steps, _ = x.shape
+    rep = np.zeros(x.shape, dtype=bool)
+    if steps > 1:
+        first_real = steps - np.asarray(valid)
+        rep[:, 1:] = (x[:, 1:] == x[:, :-1]) & (np.arange(1, steps)[None, :] > first_real[:, None])[:, :, None]
+        if limits is not None:
+            lo, hi = limits
+            rep &= (x > np.asarray(lo)) & (x < np.asarray(hi))
+    return rep.astype(np.float64)
 
 
 def vector(feats: Features) -> list[float]:
@@ -470,7 +538,7 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     same numbers. Per step and sensor: ``z``, the leave-one-out residual ``r`` (how
     far the sensor is from what the type's other sensors predict, in its
     conditional σ), ``dz`` (change since the previous step) and ``rep`` (1 if the
-    raw reading repeated exactly). Assets of different types are padded to the
+    raw reading repeated exactly inside the type's normal range: :func:`repeat_flags`). Assets of different types are padded to the
     widest, with ``sensor_mask`` 0 on the padding.
 
     Returns ``values`` [B, T, S, C], ``sensor_ids`` [B, S] (embedding slots),
@@ -479,7 +547,8 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     residual: the relation statistics as the model sees them), plus ``d2`` [B, T]
     (that distance), ``r`` [B, S] (the residuals at the newest step), ``nov`` [B]
     (the long-memory novelty of one-sensor types, 0 for the others),
-    ``repeat_weight`` [B, S] (:func:`repeat_weights`) and, where a type of the batch
+    ``repeat_weight`` [B, S] (:func:`repeat_weights`), ``runs`` [B, S] (each sensor's run of
+    repeats up to the newest reading: :func:`repeat_runs`, or counted in the window) and, where a type of the batch
     combines them, ``lr`` [B, T, S] (the lag-aware residuals,
     :func:`streamer.encoding.relations.lagged`; 0 for the other types' rows).
     """
@@ -494,6 +563,7 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     d2 = np.zeros((b, steps), dtype=np.float32)
     r2 = np.zeros((b, steps), dtype=np.float32)
     rw = np.zeros((b, width), dtype=np.float64)
+    runs = np.zeros((b, width), dtype=np.float64)
     by_type: dict[int, list[int]] = {}
     lr = None  # the lag-aware residuals, where a type of the batch combines them
     for row, inp in enumerate(inputs):
@@ -503,13 +573,22 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
         t = sp.types[ti]
         s = len(t.sensors)
         group = [inputs[r] for r in rows]
-        z32, rep, means = standardise(group)
+        z32, rep, means = standardise(group, t.limits)
         z = z32.astype(np.float64)  # [n, T, S]
         rr, dd = relations.residuals(z, t.precision)
         values[rows, :, :s, 0] = z32
         values[rows, :, :s, 1] = np.clip(rr, -CLIP, CLIP)
         values[rows, 1:, :s, 2] = np.clip(z[:, 1:] - z[:, :-1], -CLIP, CLIP)
         values[rows, :, :s, 3] = rep
+        have = [inp.runs is not None and len(inp.runs) == s for inp in group]
+        if all(have):
+            runs[rows, :s] = [inp.runs for inp in group]
+        else:  # cards before bundle 3.5 and probes: the run in the window
+            counted = window_runs(rep)
+            for j, inp in enumerate(group):
+                if have[j]:
+                    counted[j] = inp.runs
+            runs[rows, :s] = counted
         d2[rows] = dd / s
         r2[rows] = np.max(rr * rr, axis=2)
         ids[rows, :s] = [sp.slots.get(n, 0) for n in t.sensors]
@@ -530,10 +609,22 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
     stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
     out = {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
            "step_stats": stats.astype(np.float32), "d2": d2, "r": values[:, -1, :, 1].copy(),
-           "nov": np.asarray([inp.novelty for inp in inputs], dtype=np.float64), "repeat_weight": rw}
+           "nov": np.asarray([inp.novelty for inp in inputs], dtype=np.float64), "repeat_weight": rw, "runs": runs}
     if lr is not None:
         out["lr"] = lr
     return out
+
+
+def window_runs(rep: np.ndarray) -> np.ndarray:
+    """Per window and sensor, the run of repeat flags [n, T, S] ending at the newest step: [n, S].
+
+    What an input without ``runs`` (a card from before bundle 3.5, a probe) counts, in its window alone.
+
+    >>> window_runs(np.array([[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [1.0, 0.0]]])).tolist()
+    [[3.0, 0.0]]
+    """
+    alive = np.cumprod(rep[:, ::-1] > 0, axis=1)  # newest first: still in the run
+    return alive.sum(1).astype(np.float64)
 
 
 def history_window(z: np.ndarray, now: np.ndarray, alphas: Sequence[float], valid: np.ndarray) -> np.ndarray:
