@@ -262,6 +262,16 @@ def _choose(table: Mapping[str, float | None], fallback: str, lagging: bool = Fa
     return min((kv for kv in scored if kv[1] >= top - PARSIMONY), key=lambda kv: (kv[0].count("+"), static(kv[0]), -kv[1]))[0]
 
 
+def with_part(key: str, part: str, order: Sequence[str]) -> str:
+    """A combination's key with one more part, in the candidates' order.
+
+    >>> with_part("L+Lbar+logit", "S", MODEL_PARTS)
+    'L+Lbar+S+logit'
+    """
+    use = set(key.split("+")) | {part}
+    return "+".join(k for k in order if k in use)
+
+
 def sensors_lag(types: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> bool:
     """Whether a sensor of these types follows the others late: its lag-aware σ is under ``LAG_GAIN`` of its static σ.
 
@@ -312,7 +322,10 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     calibration takes them: :func:`calibrates_on_training`). A combination that alarms there (types
     with ``FEW_READINGS`` held-out readings or more), or
     on an asset judged with the other assets' calibration (:func:`new_asset_alarms`), more often
-    than the budget allows at the 0.1% level is set aside before the choice. ``operator_parts`` (an operator's choice, :func:`check_parts`)
+    than the budget allows at the 0.1% level is set aside before the choice. ``S`` is then added
+    to an automatic choice that lacks it, where that costs under ``PARSIMONY`` of AUPRC and passes
+    both checks: a sensor frozen inside its range is a fault only ``S`` sees, and as one kind among
+    many injected faults its worth hardly shows in the AUPRC of the mix. ``operator_parts`` (an operator's choice, :func:`check_parts`)
     replaces the automatic choice for the multi-sensor types; every combination is still scored for
     the report, and the operator's too. ``training`` (the model's outputs on the training
     readings, and those readings) adds a second check of the threshold (:func:`training_alarms`).
@@ -411,19 +424,38 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
 
     # the fewest parts near the best AUPRC, among the combinations that alarm neither on a new asset nor
     # on the held-out halves more often than the budget allows
+    def alarms(use: Sequence[str]) -> dict[str, str]:
+        bad = {f"{n} (new asset)": c for n, c in new_asset_check(use).items() if c["suspect"]}
+        bad.update({f"{n} (held-out halves)": c for n, c in held_out_check(use).items() if c["suspect"]})
+        return {n: f"{c['alerts']} alerts on {c['readings']} readings, about {c['expected']:.2g} allowed" for n, c in bad.items()}
+
     open_table, rejected = dict(table), {}
     lagging = sensors_lag(types, [spec.types[t].name for t in multi])
     automatic = _choose(open_table, "D+R", lagging)
     while multi and len(rejected) < MAX_REJECTED:
-        use = automatic.split("+")
-        bad = {f"{n} (new asset)": c for n, c in new_asset_check(use).items() if c["suspect"]}
-        bad.update({f"{n} (held-out halves)": c for n, c in held_out_check(use).items() if c["suspect"]})
+        bad = alarms(automatic.split("+"))
         if not bad:
             break
-        rejected[automatic] = {n: f"{c['alerts']} alerts on {c['readings']} readings, about {c['expected']:.2g} allowed"
-                               for n, c in bad.items()}
+        rejected[automatic] = bad
         open_table.pop(automatic, None)
         automatic = _choose(open_table, "D+R", lagging)
+    stuck: dict[str, Any] = {}
+    if multi and "S" in candidates and "S" not in automatic.split("+"):
+        plus = with_part(automatic, "S", candidates)
+        if plus not in table:
+            table[plus] = pooled(multi, plus.split("+"))
+        stuck = {"tried": plus, "auprc": table[plus], "without": table.get(automatic)}
+        costs = table[plus] is None or table.get(automatic) is None or table[plus] < table[automatic] - PARSIMONY
+        bad = {} if costs else alarms(plus.split("+"))
+        stuck["added"] = not costs and not bad
+        if costs:
+            stuck["why_not"] = f"its AUPRC on the injected faults is more than {PARSIMONY} below the choice's"
+        elif bad:
+            stuck["why_not"] = "; ".join(f"{n}: {v}" for n, v in bad.items())
+            rejected[plus] = bad
+        if stuck["added"]:
+            log(f"calibration: S added to {automatic} (stuck sensors; AUPRC {table[plus]:.4f} against {table[automatic]:.4f})")
+            automatic = plus
     if rejected:
         log(f"calibration: {len(rejected)} combination(s) set aside: they alarmed on normal readings more often than "
             f"the budget allows ({'; '.join(f'{k}: {v}' for k, v in list(rejected.items())[:3])})")
@@ -433,7 +465,8 @@ def calibrate(card: dict[str, Any], val_normal: Mapping[str, np.ndarray], normal
     report: dict[str, Any] = {"combine": chosen if multi else None, "auprc_on_injected_by_parts": table,
                               "candidates": list(candidates), "types": {}, "false_alarms": {},
                               "chosen_by": "operator (--parts)" if operator_parts and multi else "automatic",
-                              "automatic": automatic if multi else None, "set_aside_for_new_asset_alarms": rejected}
+                              "automatic": automatic if multi else None, "set_aside_for_new_asset_alarms": rejected,
+                              "stuck_part": stuck or None}
     if operator_parts and multi:
         log(f"calibration: parts {'+'.join(chosen)} as given (--parts; the automatic choice would be {automatic})")
     elif operator_parts:

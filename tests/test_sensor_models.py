@@ -167,19 +167,57 @@ def test_a_part_that_alarms_on_the_held_out_halves_is_set_aside(episode):
     injected["Rbar"] = injected["Rbar"] + 10.0 * y
     injected["R"] = injected["Rbar"].copy()
     injected["R"][np.flatnonzero(y)[:2]] = 0.0  # R misses two faulty rows: a little below Rbar
+    normal["S"], injected["S"] = np.zeros(n), np.zeros(m)  # no sensor repeats a reading
     halves = (np.arange(n) >= n // 2).astype(int)
     if episode:
         normal["Rbar"][1500:1506] = 40.0  # one stretch of the second half, far beyond the first half's tail
     report = calibrate(card, normal, _rows(n, 4), injected, _rows(m, 4, y), {"mill": 1e-4}, halves, log=lambda m: None)
     table = report["auprc_on_injected_by_parts"]
     assert table["Rbar"] > table["R"] > table["Rbar"] - 0.01  # near-equals: the fewest parts, the best AUPRC
-    if not episode:
-        assert report["combine"] == ["Rbar"] and not report["set_aside_for_new_asset_alarms"]
+    if not episode:  # S, for stuck sensors, joins the choice: here it costs nothing
+        assert report["combine"] == ["Rbar", "S"] and not report["set_aside_for_new_asset_alarms"]
     else:
-        assert report["combine"] == ["R"], report["set_aside_for_new_asset_alarms"]
+        assert report["combine"] == ["R", "S"], report["set_aside_for_new_asset_alarms"]
         assert "mill (held-out halves)" in report["set_aside_for_new_asset_alarms"]["Rbar"]
     check = report["false_alarms"]["mill"]["heldout_check"]  # the chosen combination's
     assert not check["suspect"] and check["readings"] == n
+
+
+@pytest.mark.parametrize("case", ["helps", "costs", "alarms"])
+def test_the_stuck_sensor_part_joins_the_choice_unless_it_costs_or_alarms(case):
+    """S sees a sensor frozen inside its range, which nothing else sees; as one fault kind among many it
+    hardly moves the AUPRC of the mix, so it joins the automatic choice unless that costs AUPRC or
+    alarms on normal running."""
+    from models.sensor_calibrate import calibrate
+    from streamer.sensor_scorer import PARTS
+
+    card = {"name": "t", "version": "0", "sensor_model": {"window": 16, "warmup": 128, "types": fit.fit_types(mill())}}
+    card["sensor_model"]["types"]["mill"]["cadence_ms"] = 10_000.0
+    rng = np.random.default_rng(5)
+    n, m = 2000, 2000
+    y = (rng.random(m) < 0.1).astype(int)
+    normal = {k: rng.exponential(size=n) for k in PARTS}
+    injected = {k: rng.exponential(size=m) for k in PARTS}
+    faulty = np.flatnonzero(y)
+    injected["Rbar"] = injected["Rbar"] + 10.0 * y
+    injected["Rbar"][faulty[:1]] = 0.0  # a stuck-sensor row: Rbar misses it
+    normal["S"], injected["S"] = np.zeros(n), np.zeros(m)
+    injected["S"][faulty[:1]] = 12.0  # a run of repeats of a sensor that never repeats
+    if case == "costs":  # an S that fires on a fifth of the normal readings drowns Rbar
+        normal["S"] = np.where(rng.random(n) < 0.2, 12.0, 0.0)
+        injected["S"] = np.where(rng.random(m) < 0.2, 12.0, injected["S"])
+    if case == "alarms":  # one long run in the second half of the held-out readings
+        normal["S"][1500:1506] = 40.0
+    halves = (np.arange(n) >= n // 2).astype(int)
+    report = calibrate(card, normal, _rows(n, 4), injected, _rows(m, 4, y), {"mill": 1e-4}, halves, log=lambda m: None)
+    table, stuck = report["auprc_on_injected_by_parts"], report["stuck_part"]
+    assert table["Rbar+S"] < table["Rbar"] + 0.01 or case == "alarms"  # S alone would not earn its place
+    assert stuck["tried"] == "Rbar+S"
+    if case == "helps":
+        assert report["combine"] == ["Rbar", "S"] and stuck["added"] and table["Rbar+S"] > table["Rbar"]
+    else:
+        assert report["combine"] == ["Rbar"] and not stuck["added"]
+        assert ("AUPRC" if case == "costs" else "held-out halves") in stuck["why_not"]
 
 
 def test_assets_of_very_different_spreads_are_scaled_by_their_own():
