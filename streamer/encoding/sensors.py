@@ -400,7 +400,8 @@ def repeat_runs(old: Sequence[int] | None, x: Sequence[float], window: Sequence[
     >>> repeat_runs(None, [3.0, 0.0], [{"x": [3.0, 0.0]}, {"x": [3.0, 0.0]}], lim)  # 0 is the edge: not counted
     [2, 0]
     """
-    if not window or len(window[-1].get("x") or ()) != len(x):
+    last = window[-1].get("x") if window else None
+    if last is None or len(last) != len(x):
         return [0] * len(x)
     lo, hi = limits
     if old is None or len(old) != len(x):
@@ -411,8 +412,7 @@ def repeat_runs(old: Sequence[int] | None, x: Sequence[float], window: Sequence[
             while run + 1 < len(rows) and rows[-1 - run][k] == rows[-2 - run][k] and lo[k] < rows[-1][k] < hi[k]:
                 run += 1
             old.append(run)
-    last = window[-1]["x"]
-    return [int(old[k]) + 1 if v == last[k] and lo[k] < v < hi[k] else 0 for k, v in enumerate(x)]
+    return [r + 1 if v == p and a < v < b else 0 for v, p, r, a, b in zip(x, last, old, lo, hi)]
 
 
 def history_step(old: Sequence[Sequence[float]] | None, x: Sequence[float], alphas: Sequence[float],
