@@ -45,6 +45,7 @@ from streamer.windows import context, push
 MIN_READINGS = 64  # per asset type
 SHRINKAGE_GRID = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
 LAG_RIDGE = (1e-4, 1e-3, 1e-2, 0.1, 1.0)  # ridge penalties (per reading) tried for the lag-aware relation model
+MIN_WIDENING_READINGS = 200  # held-out readings a type needs before its lag-aware σ may widen away from the operating point
 HOLDOUT = 0.2  # newest share of each asset's readings scores the shrinkage candidates
 
 
@@ -177,6 +178,7 @@ def fit_lag(train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.nda
     xt, xh = np.c_[zt, ht], np.c_[zh, hh]
     width = xt.shape[1]
     coef, bias, sigma, static, chosen = np.zeros((s, width)), np.zeros(s), np.ones(s), np.ones(s), []
+    sigma0, kappa = np.ones(s), np.zeros(s)
     for k in range(s):
         cols = [j for j in range(width) if j % s != k]
         a, ah = np.c_[xt[:, cols], np.ones(len(xt))], np.c_[xh[:, cols], np.ones(len(xh))]
@@ -192,13 +194,39 @@ def fit_lag(train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.nda
         err, lam, b = best
         coef[k, cols], bias[k] = b[:-1], b[-1]
         sigma[k] = max(math.sqrt(err), 1e-3)
+        sigma0[k], kappa[k] = _widening(zh[:, k] - ah @ b, ah @ b, sigma[k])
         now = [j for j in range(s) if j != k]  # the static prediction from the others now: the report, and the warm-up σ
         an, anh = np.c_[zt[:, now], np.ones(len(zt))], np.c_[zh[:, now], np.ones(len(zh))]
         bn = np.linalg.lstsq(an, zt[:, k], rcond=None)[0]
         static[k] = math.sqrt(float(np.mean((zh[:, k] - anh @ bn) ** 2)))
         chosen.append(lam)
     return {"alphas": list(enc.LAG_ALPHAS), "coef": coef.round(8).tolist(), "bias": bias.round(8).tolist(),
-            "sigma": sigma.round(6).tolist(), "ridge": chosen, "static_sigma": static.round(6).tolist()}
+            "sigma": sigma.round(6).tolist(), "ridge": chosen, "static_sigma": static.round(6).tolist(),
+            "sigma0": sigma0.round(6).tolist(), "kappa": kappa.round(6).tolist()}
+
+
+def _widening(err: np.ndarray, pred: np.ndarray, sigma: float) -> tuple[float, float]:
+    """(σ at the asset's own operating point, κ): held-out squared errors fitted as ``σ0² (1 + κ p²)``.
+
+    ``p`` is the prediction in σ of the asset's normal, so it measures how far the operating
+    point has moved from where the asset's normal was learned. Least squares of ``err²`` on
+    ``[1, p²]``; κ is 0 where the errors do not grow, or where fewer than
+    ``MIN_WIDENING_READINGS`` held-out readings leave a slope of squared errors to noise
+    (Tennessee Eastman: 87), and then σ0 is the plain held-out σ.
+
+    >>> rng = np.random.default_rng(1)
+    >>> p = rng.normal(size=20000)
+    >>> s0, k = _widening(rng.normal(size=20000) * 0.2 * np.sqrt(1 + 0.5 * p * p), p, 0.25)
+    >>> round(s0, 2), round(k, 1)
+    (0.2, 0.5)
+    """
+    design = np.c_[np.ones(len(pred)), pred * pred]
+    if len(pred) < MIN_WIDENING_READINGS or float(np.ptp(design[:, 1])) <= 0:
+        return sigma, 0.0
+    a, c = np.linalg.lstsq(design, err * err, rcond=None)[0]
+    if not (a > 0 and c > 0 and np.isfinite(a) and np.isfinite(c)):
+        return sigma, 0.0
+    return max(math.sqrt(float(a)), 1e-3), float(c / a)
 
 
 def _choose_shrinkage(train: np.ndarray, held: np.ndarray) -> tuple[float, dict[str, float]]:

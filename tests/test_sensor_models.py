@@ -150,6 +150,35 @@ def _rows(n: int, assets: int, labels: np.ndarray | None = None):
     return data
 
 
+def test_the_lag_aware_spread_widens_where_units_of_a_type_differ_in_gain():
+    """Units of one type follow the same load with different gains: far from the operating point an
+    asset's normal was learned at, the type's relation misses by more, and the fit says by how much."""
+    from streamer.encoding import relations
+
+    rng = np.random.default_rng(4)
+    evs = []
+    for a, gain in enumerate((0.6, 0.8, 1.0, 1.2, 1.4)):
+        load = 0.0
+        for i in range(1500):
+            load = 0.995 * load + 0.1 * rng.normal()  # wanders over +-1 or so
+            r = {"load_kw": 100 + 10 * load + 0.5 * rng.normal(), "temp_c": 40 + 5 * gain * load + 0.5 * rng.normal()}
+            evs.append({"event_id": f"u{a}-{i}", "ts": T0 + i * 10_000 + a, "asset_id": f"unit-{a}",
+                        "readings": {k: round(v, 4) for k, v in r.items()}})
+    lag = fit.fit_types(sorted(evs, key=lambda e: e["ts"]))["unit"]["lag"]
+    k = 1  # temp_c (sensors in name order)
+    assert lag["kappa"][k] > 0.05 and lag["sigma0"][k] < lag["sigma"][k]
+    coef = np.asarray(lag["coef"])
+    bias, sigma0, kappa = (np.asarray(lag[key]) for key in ("bias", "sigma0", "kappa"))
+    hist = np.zeros((1, coef.shape[1] - 2))
+    # the temperature 1 σ above what the load predicts: at the asset's own operating point, and with the load 4 σ out
+    for level, widened in ((0.0, False), (4.0, True)):
+        z = np.array([[level, 0.0]])
+        p = float((np.concatenate([z, hist + level], -1) @ coef.T + bias)[0, k])
+        z[0, k] = p + float(sigma0[k])
+        r = relations.lagged(z, hist + level, coef, bias, sigma0, kappa)[0, k]
+        assert (r < 0.8) if widened else (r == pytest.approx(1.0, abs=0.05)), (level, r, p, lag["kappa"])
+
+
 @pytest.mark.parametrize("episode", [False, True])
 def test_a_part_that_alarms_on_the_held_out_halves_is_set_aside(episode):
     """The strongest part on the injected faults, Rbar, is chosen unless one held-out stretch of normal

@@ -71,15 +71,26 @@ def _strongest(weights: np.ndarray, top: int, min_share: float) -> list[list[int
     return out
 
 
-def lagged(z: np.ndarray, hist: np.ndarray, coef: np.ndarray, bias: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+def lagged(z: np.ndarray, hist: np.ndarray, coef: np.ndarray, bias: np.ndarray, sigma: np.ndarray,
+           kappa: np.ndarray | None = None) -> np.ndarray:
     """Lag-aware residuals [..., S]: each sensor minus its prediction from the others' now and recent history, in σ.
 
     ``z`` [..., S] standardised readings, ``hist`` [..., A*S] their recent-history means (one block of
     S per weight), ``coef`` [S, S(1+A)] with zeros on each sensor's own columns, ``bias`` and
-    ``sigma`` [S] (the held-out residual spread of each prediction).
+    ``sigma`` [S] (the held-out residual spread of each prediction). With ``kappa`` [S], ``sigma``
+    is the spread where the prediction sits at the asset's own normal, and it widens to
+    ``sigma * sqrt(1 + kappa * p**2)`` as the prediction ``p`` moves away from it: units of one
+    type differ in their gains, so the same relation misses by more far from the operating
+    point an asset's normal was learned at.
+
+    >>> lagged(np.array([[3.0, 0.0]]), np.zeros((1, 2)), np.array([[0.0, 1.0, 0.0, 0.0], [0.0] * 4]),
+    ...        np.array([2.0, 0.0]), np.ones(2), np.array([0.75, 0.0])).tolist()
+    [[0.5, 0.0]]
     """
     x = np.concatenate([z, hist], -1)
-    return (z - (x @ coef.T + bias)) / sigma
+    p = x @ coef.T + bias
+    scale = sigma if kappa is None else sigma * np.sqrt(1.0 + kappa * p * p)
+    return (z - p) / scale
 
 
 def lag_predictors(coef: np.ndarray, top: int = 2, min_share: float = 0.1) -> list[list[int]]:

@@ -58,9 +58,10 @@ import numpy as np
 from streamer.encoding import novelty, relations
 
 KIND = "sensor"
-ENCODING_VERSION = "sensor-v8"  # v8: a repeat at the edge of the type's normal range is a sensor pinned at a limit, not stuck; v7: the others' recent history (lag-aware residuals); v6: novelty v6 (one-sensor types); v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
-# a v6 card has no lag model: its types keep no history; a v7 card has no limits: every repeat counts. Both score as before
-READS = ("sensor-v6", "sensor-v7")
+ENCODING_VERSION = "sensor-v9"  # v9: the lag-aware residual's σ widens away from the asset's operating point; v8: a repeat at the edge of the type's normal range is a sensor pinned at a limit, not stuck; v7: the others' recent history (lag-aware residuals); v6: novelty v6 (one-sensor types); v5: the asset's window as numbers, jointly; v4 and older: per-sensor words
+# a v6 card has no lag model: its types keep no history; a v7 card has no limits: every repeat counts; a v8 card
+# has no widening of the lag-aware σ. All score as before
+READS = ("sensor-v6", "sensor-v7", "sensor-v8")
 
 # The window the worker keeps per asset (the card repeats it as card["window"]); the model sees
 # the last ``sensor_model.window`` readings of it.
@@ -100,7 +101,7 @@ class AssetType:
     novelty: bool = False  # one-sensor types: also the long-memory novelty of each reading (``novelty``)
     repeat_weight: tuple[float, ...] = ()  # per sensor: -log10 of its normal chance to repeat a reading exactly
     alphas: tuple[float, ...] = ()  # weights of the recent-history means the state keeps (``history_step``); () keeps none
-    lag: tuple[np.ndarray, ...] | None = None  # (coef [S, S(1+A)], bias [S], sigma [S], warm-up sigma [S]): ``relations.lagged``
+    lag: tuple[Any, ...] | None = None  # (coef [S, S(1+A)], bias [S], sigma [S], warm-up sigma [S], kappa [S] or None): ``relations.lagged``
     lag_used: bool = True  # the type's score combines L or Lbar (or has no combination yet): ``stack`` computes them
     # (lowest, highest) normal reading per sensor (``repeat_flags``); a type that has them (bundles from 3.5)
     # also counts each sensor's run of repeats in the asset's state, beyond the window (``repeat_runs``)
@@ -157,9 +158,11 @@ def _lag(lag: Mapping[str, Any] | None, s: int) -> tuple[tuple[float, ...], Any]
     if "coef" not in lag:  # history kept but no model yet: the fit itself (``models/sensor_fit.py``)
         return alphas, None
     coef = np.asarray(lag["coef"], dtype=np.float64).reshape(s, s * (1 + len(alphas)))
-    sigma = np.asarray(lag["sigma"], dtype=np.float64)
+    # from bundle 3.6 the spread at the asset's own operating point and how it widens away from it
+    kappa = np.asarray(lag["kappa"], dtype=np.float64) if lag.get("kappa") is not None else None
+    sigma = np.asarray(lag["sigma0"] if kappa is not None else lag["sigma"], dtype=np.float64)
     return alphas, (coef, np.asarray(lag["bias"], dtype=np.float64), sigma,
-                    np.maximum(np.asarray(lag.get("static_sigma") or sigma, dtype=np.float64), sigma))
+                    np.maximum(np.asarray(lag.get("static_sigma") or sigma, dtype=np.float64), sigma), kappa)
 
 
 def _limits(limits: Mapping[str, Any] | None, s: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -595,7 +598,7 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
         smask[rows, :s] = 1.0
         rw[rows, :s] = t.repeat_weight
         if t.lag is not None and t.lag_used:
-            coef, bias, sigma, loose = t.lag
+            coef, bias, sigma, loose, kappa = t.lag
             # while an asset's own normal forms, its levels are uncertain by more than the lag model's
             # tight σ allows for: those readings are judged on the static prediction's looser σ
             sig = np.where(np.asarray([inp.warming for inp in group])[:, None, None], loose, sigma)
@@ -604,7 +607,7 @@ def stack(inputs: Sequence[ModelInput], card: Mapping[str, Any]) -> dict[str, np
             hist = history_window(z, now, t.alphas, np.asarray([inp.valid for inp in group]))
             if lr is None:
                 lr = np.zeros((b, steps, width), dtype=np.float64)
-            lr[rows, :, :s] = np.clip(relations.lagged(z, hist, coef, bias, sig), -CLIP, CLIP)
+            lr[rows, :, :s] = np.clip(relations.lagged(z, hist, coef, bias, sig, kappa), -CLIP, CLIP)
     values[:, :, :, 2] *= np.concatenate([np.zeros((b, 1)), tmask[:, :-1]], 1)[:, :, None] * tmask[:, :, None]
     stats = np.stack([np.log1p(d2), np.log1p(r2)], -1) * tmask[:, :, None]
     out = {"values": values, "sensor_ids": ids, "sensor_mask": smask, "step_mask": tmask,
