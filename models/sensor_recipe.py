@@ -25,7 +25,7 @@ def synth(n: int, seed: int, fault_rate: float = 0.0, drift: float = 0.0, n_asse
 
 RECIPE: dict[str, Any] = {
     "kind": KIND,
-    "version": "3.5.0",  # 3: sensor-v5, the asset's window as numbers with a relation model per type; 3.1: sensor-v6 (novelty v6 for one-sensor types); 3.2: S weighted by each sensor's normal repeat rate; 3.3: sensor-v7, lag-aware relation parts L and Lbar, parts chosen with subtle faults too (without the rows a fault lingers in) and set aside where they alarm on new assets, closed-form parts calibrated on the training readings too; 3.4: the relations fitted and the network trained on each asset's unbroken stream (held-out blocks encoded in place, no window across them)
+    "version": "3.6.0",  # 3: sensor-v5, the asset's window as numbers with a relation model per type; 3.1: sensor-v6 (novelty v6 for one-sensor types); 3.2: S weighted by each sensor's normal repeat rate; 3.3: sensor-v7, lag-aware relation parts L and Lbar, parts chosen with subtle faults too (without the rows a fault lingers in) and set aside where they alarm on new assets, closed-form parts calibrated on the training readings too; 3.4: the relations fitted and the network trained on each asset's unbroken stream (held-out blocks encoded in place, no window across them); 3.5: sensor-v8, a repeat at the edge of the normal range is not a stuck sensor, runs counted past the window, S joins the choice unless it costs; 3.6: sensor-v9, the lag-aware σ widens away from the asset's operating point
     "preset": "default",
     "window": 16,
     "warmup": 128,
