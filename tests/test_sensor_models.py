@@ -470,11 +470,13 @@ def test_score_file_with_the_fine_tuned_bundle_equals_the_scorer(fine_tuned, tmp
 def test_shipped_bundle_card_and_reproduction():
     b = load_bundle(SHIPPED)
     card = b.card
-    assert card["encoding_version"] == "sensor-v8" and card["architecture"]["class"].startswith("SensorNet")
+    assert card["encoding_version"] == "sensor-v9" and card["architecture"]["class"].startswith("SensorNet")
     assert card["architecture"]["backbone_config"]["model_type"] == "deepseek_v3"
     for name, t in card["sensor_model"]["types"].items():
         assert t["calibration"] and t["alert_p"] > 0, name
         assert len(t["limits"]["lo"]) == len(t["limits"]["hi"]) == len(t["sensors"]), name
+        if len(t["sensors"]) > 1:  # the lag-aware σ widens away from the operating point on every shipped type
+            assert len(t["lag"]["kappa"]) == len(t["sensors"]) and max(t["lag"]["kappa"]) > 0, name
     from models.sensor_evaluate import evaluate_bundle
 
     got = evaluate_bundle(SHIPPED, split="test_small")["model"]
