@@ -251,6 +251,18 @@ def test_a_sensor_pinned_at_the_edge_of_its_normal_range_is_not_stuck():
     # the run is counted in the asset's state, past the window of 8: a gauge frozen for 30 readings
     long = enc.stack([stream(held + [{"current": 10.0 + 0.1 * i, "flow": 104.0} for i in range(30)], card=card)[-1][1]], card)
     assert score_components(long, zeros[:1], long["values"][:, -1, :, 0], np.zeros((1, 2)))["run"][0] == 29.0
+    # the count rides in the newest record's state: a changelog round trip mid-run gives the same count
+    import orjson
+
+    win: list[dict] = []
+    frozen30 = held + [{"current": 10.0 + 0.1 * i, "flow": 104.0} for i in range(30)]
+    for i, r in enumerate(frozen30[:-1]):
+        ev = {"asset_id": "p", "ts": T0 + i, "readings": r}
+        enc.features(ev, context(win, ev["ts"], 8, 10**12), card)
+        win = push(win, enc.record(ev), 16, 10**12)
+    last = {"asset_id": "p", "ts": T0 + 99, "readings": frozen30[-1]}
+    restored = orjson.loads(orjson.dumps(win))
+    assert [enc.features(dict(last), context(w, last["ts"], 8, 10**12), card)["runs"] for w in (win, restored)] == [[0, 29]] * 2
     # the same card without limits (bundles before 3.5.0) counts the idle repeats too, in the window alone
     old = {**card, "sensor_model": {**card["sensor_model"], "types": {"pump": {
         k: v for k, v in card["sensor_model"]["types"]["pump"].items() if k != "limits"}}}}
