@@ -212,7 +212,7 @@ def _widening(err: np.ndarray, pred: np.ndarray, sigma: float) -> tuple[float, f
     point has moved from where the asset's normal was learned. Least squares of ``err²`` on
     ``[1, p²]``; κ is 0 where the errors do not grow, or where fewer than
     ``MIN_WIDENING_READINGS`` held-out readings leave a slope of squared errors to noise
-    (Tennessee Eastman: 87), and then σ0 is the plain held-out σ.
+    (Tennessee Eastman: 66), and then σ0 is the plain held-out σ.
 
     >>> rng = np.random.default_rng(1)
     >>> p = rng.normal(size=20000)

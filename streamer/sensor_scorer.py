@@ -15,7 +15,9 @@ Its parts, each put on the scale of normal running for its asset type
   others now *and their recent history* (``relations.lagged``): a sensor that
   lags another (a temperature following the load) is expected to lag, so a
   fast change of load is not read as a broken relation, while an offset that
-  lasts still is (types fitted before bundle 3.3 have no lag model: 0);
+  lasts still is (types fitted before bundle 3.3 have no lag model: 0; from
+  bundle 3.6 the residual's σ widens as the prediction moves away from the
+  asset's own normal, where units of a type differ most);
 - ``S``: the run of exactly repeated readings ending now, weighted per sensor by
   how rarely that sensor repeats a reading in normal running (a stuck sensor;
   ``streamer.encoding.sensors.repeat_weights``). From bundle 3.5 the run is

@@ -476,7 +476,7 @@ def model_input(event: Event, window: Sequence[Record], feats: Features) -> Mode
                       feats.get("e"), int(feats.get("n_base", 0)) < int(feats.get("warmup", 0)), feats.get("runs"))
 
 
-def standardise(inputs: Sequence[ModelInput], limits: tuple[np.ndarray, np.ndarray] | None = None
+def standardise(inputs: Sequence[ModelInput], limits: tuple[Sequence[float], Sequence[float]] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Windows of one asset type -> (z [n, T, S] float32, repeat flags [n, T, S], history means now [n, A, S] or None).
 
@@ -500,7 +500,7 @@ def standardise(inputs: Sequence[ModelInput], limits: tuple[np.ndarray, np.ndarr
     return z, rep, hist
 
 
-def repeat_flags(x: np.ndarray, valid: np.ndarray, limits: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+def repeat_flags(x: np.ndarray, valid: np.ndarray, limits: tuple[Sequence[float], Sequence[float]] | None = None) -> np.ndarray:
     """1 where a raw reading [n, T, S] equals the step before, 0 elsewhere; a stuck sensor's trace.
 
     Padded steps and the first real one repeat nothing. With the type's ``limits`` (lowest and
