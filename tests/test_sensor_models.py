@@ -179,20 +179,27 @@ def test_the_lag_aware_spread_widens_where_units_of_a_type_differ_in_gain():
         assert (r < 0.8) if widened else (r == pytest.approx(1.0, abs=0.05)), (level, r, p, lag["kappa"])
 
 
+def _constructed_parts(seed: int, n: int = 2000, m: int = 2000) -> tuple:
+    """(card of the mill type, rng, labels, normal parts, injected parts): every part noise until a test shapes it."""
+    from streamer.sensor_scorer import PARTS
+
+    card = {"name": "t", "version": "0", "sensor_model": {"window": 16, "warmup": 128, "types": fit.fit_types(mill())}}
+    card["sensor_model"]["types"]["mill"]["cadence_ms"] = 10_000.0
+    rng = np.random.default_rng(seed)
+    y = (rng.random(m) < 0.1).astype(int)
+    normal = {k: rng.exponential(size=n) for k in PARTS}
+    injected = {k: rng.exponential(size=m) for k in PARTS}
+    return card, rng, y, normal, injected
+
+
 @pytest.mark.parametrize("episode", [False, True])
 def test_a_part_that_alarms_on_the_held_out_halves_is_set_aside(episode):
     """The strongest part on the injected faults, Rbar, is chosen unless one held-out stretch of normal
     running pushes it over the budget when judged with a calibration fitted on the other half."""
     from models.sensor_calibrate import calibrate
-    from streamer.sensor_scorer import PARTS
 
-    card = {"name": "t", "version": "0", "sensor_model": {"window": 16, "warmup": 128, "types": fit.fit_types(mill())}}
-    card["sensor_model"]["types"]["mill"]["cadence_ms"] = 10_000.0
-    rng = np.random.default_rng(3)
-    n, m = 2000, 2000
-    y = (rng.random(m) < 0.1).astype(int)
-    normal = {k: rng.exponential(size=n) for k in PARTS}
-    injected = {k: rng.exponential(size=m) for k in PARTS}
+    card, rng, y, normal, injected = _constructed_parts(3)
+    n, m = len(normal["D"]), len(y)
     injected["Rbar"] = injected["Rbar"] + 10.0 * y
     injected["R"] = injected["Rbar"].copy()
     injected["R"][np.flatnonzero(y)[:2]] = 0.0  # R misses two faulty rows: a little below Rbar
@@ -218,15 +225,9 @@ def test_the_stuck_sensor_part_joins_the_choice_unless_it_costs_or_alarms(case):
     hardly moves the AUPRC of the mix, so it joins the automatic choice unless that costs AUPRC or
     alarms on normal running."""
     from models.sensor_calibrate import calibrate
-    from streamer.sensor_scorer import PARTS
 
-    card = {"name": "t", "version": "0", "sensor_model": {"window": 16, "warmup": 128, "types": fit.fit_types(mill())}}
-    card["sensor_model"]["types"]["mill"]["cadence_ms"] = 10_000.0
-    rng = np.random.default_rng(5)
-    n, m = 2000, 2000
-    y = (rng.random(m) < 0.1).astype(int)
-    normal = {k: rng.exponential(size=n) for k in PARTS}
-    injected = {k: rng.exponential(size=m) for k in PARTS}
+    card, rng, y, normal, injected = _constructed_parts(5)
+    n, m = len(normal["D"]), len(y)
     faulty = np.flatnonzero(y)
     injected["Rbar"] = injected["Rbar"] + 10.0 * y
     injected["Rbar"][faulty[:1]] = 0.0  # a stuck-sensor row: Rbar misses it
