@@ -194,7 +194,8 @@ def fit_lag(train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray, np.nda
         err, lam, b = best
         coef[k, cols], bias[k] = b[:-1], b[-1]
         sigma[k] = max(math.sqrt(err), 1e-3)
-        sigma0[k], kappa[k] = _widening(zh[:, k] - ah @ b, ah @ b, sigma[k])
+        pred = ah @ b
+        sigma0[k], kappa[k] = _widening(zh[:, k] - pred, pred, sigma[k])
         now = [j for j in range(s) if j != k]  # the static prediction from the others now: the report, and the warm-up σ
         an, anh = np.c_[zt[:, now], np.ones(len(zt))], np.c_[zh[:, now], np.ones(len(zh))]
         bn = np.linalg.lstsq(an, zt[:, k], rcond=None)[0]

@@ -102,8 +102,7 @@ def score_components(a: Mapping[str, np.ndarray], logit: np.ndarray, mu: np.ndar
         out["L"] = (lr[:, -1] ** 2).max(1)
         out["Lbar"] = ((lr * lr) * tm[:, :, None]).sum(1).max(1) / steps
     if "S" in want:
-        # [B, S]: exact repeats ending at the newest step, counted in the asset's state or its window
-        run = (a["runs"] if "runs" in a else enc.window_runs(a["values"][:, :, :, 3])) * sm
+        run = a["runs"] * sm  # [B, S]: exact repeats ending at the newest step (``enc.stack``: state or window)
         weighted = run * a["repeat_weight"] if "repeat_weight" in a else run
         out["S"] = weighted.max(1)
         out["run"] = run[np.arange(len(run)), np.argmax(weighted, axis=1)]

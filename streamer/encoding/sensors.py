@@ -407,14 +407,9 @@ def repeat_runs(old: Sequence[int] | None, x: Sequence[float], window: Sequence[
     if last is None or len(last) != len(x):
         return [0] * len(x)
     lo, hi = limits
-    if old is None or len(old) != len(x):
-        rows = [r["x"] for r in window if len(r.get("x") or ()) == len(x)]
-        old = []
-        for k in range(len(x)):
-            run = 0
-            while run + 1 < len(rows) and rows[-1 - run][k] == rows[-2 - run][k] and lo[k] < rows[-1][k] < hi[k]:
-                run += 1
-            old.append(run)
+    if old is None or len(old) != len(x):  # rare (a state from before 3.5): the batch helpers, on the window
+        rows = np.asarray([[r["x"] for r in window if len(r.get("x") or ()) == len(x)]], dtype=np.float64)
+        old = window_runs(repeat_flags(rows, np.array([rows.shape[1]]), limits))[0].astype(int).tolist()
     return [r + 1 if v == p and a < v < b else 0 for v, p, r, a, b in zip(x, last, old, lo, hi)]
 
 
